@@ -1,0 +1,32 @@
+# ridesaga: every target bootstraps what it needs (idempotently) before it runs.
+PYTHON ?= python3
+VENV := .venv
+RIDECTL := $(VENV)/bin/ridectl
+
+.PHONY: bootstrap up down status demo test lint protos
+
+bootstrap:
+	@$(PYTHON) scripts/bootstrap.py
+
+up: bootstrap
+	@$(RIDECTL) up
+	@$(RIDECTL) status
+
+down:
+	@if [ -x $(RIDECTL) ]; then $(RIDECTL) down; else echo "ridectl: stack is not running"; fi
+
+status:
+	@$(RIDECTL) status
+
+demo: up
+	@$(RIDECTL) probe
+
+protos: bootstrap
+
+lint: bootstrap
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/mypy services ridectl scripts tests
+
+test: bootstrap
+	@scripts/test.sh

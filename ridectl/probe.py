@@ -1,0 +1,41 @@
+"""`ridectl probe`: one traced call into rider's sidecar that follows the mesh to psp."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from opentelemetry import trace
+
+from ridesaga.common.v1 import common_pb2
+from ridesaga.rider.v1 import rider_pb2_grpc
+from services.shared import mesh
+from services.shared.probe import reached
+from services.shared.telemetry import setup_tracing
+from services.shared.topology import INFRA, SERVICES, service
+
+PROBE_TIMEOUT_SECONDS = 10.0
+
+
+async def _call() -> tuple[str, common_pb2.ProbeReply]:
+    tracer = trace.get_tracer("ridectl")
+    async with mesh.sidecar_channel(f"127.0.0.1:{service('rider').ingress_port}") as channel:
+        with tracer.start_as_current_span("ridectl probe") as span:
+            reply = await rider_pb2_grpc.RiderServiceStub(channel).Probe(
+                common_pb2.ProbeRequest(), timeout=PROBE_TIMEOUT_SECONDS
+            )
+            return f"{span.get_span_context().trace_id:032x}", reply
+
+
+def mesh_probe() -> dict[str, Any]:
+    provider = setup_tracing("ridectl", f"http://127.0.0.1:{INFRA.jaeger_otlp_grpc}", "local", 1.0)
+    try:
+        trace_id, reply = asyncio.run(_call())
+    finally:
+        provider.shutdown()
+    found = reached(reply)
+    return {
+        "trace_id": trace_id,
+        "reached": found,
+        "complete": set(found) == {s.name for s in SERVICES} and all(found.values()),
+    }

@@ -1,0 +1,198 @@
+"""Every process of the local stack: how it starts, where it listens, how to tell it is
+healthy. Generated from the topology; the supervisor config is rendered from this list."""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ridectl.stack import health, paths
+from services.shared.topology import INFRA, SERVICES
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    group: str  # "infra" starts first; "services" after topics and schemas exist
+    port: int | None
+    command: list[str]
+    healthy: Callable[[], bool]
+    environment: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    stopsignal: str = "TERM"
+    stopwaitsecs: int = 15
+
+
+def postgres_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    if not found:
+        raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql; run `make bootstrap`")
+    return Path(found[-1]).parent
+
+
+def postgres_user() -> str | None:
+    """PostgreSQL refuses to run as root: as root we run it as the `postgres` user."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
+def java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not found:
+        raise RuntimeError("no Java found (set JAVA_HOME or install a JDK); Kafka and ZooKeeper need Java 17+")
+    return found
+
+
+def infra(run: Path) -> list[Component]:
+    bindir = postgres_bindir()
+    slf4j = "-Dorg.slf4j.simpleLogger.defaultLogLevel=info"
+    return [
+        Component(
+            "zookeeper",
+            "infra",
+            INFRA.zookeeper,
+            [
+                java(),
+                "-Xms32m",
+                "-Xmx128m",
+                slf4j,
+                "-cp",
+                f"{paths.jars_dir('zookeeper')}/*",
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                str(run / "zookeeper" / "zoo.cfg"),
+            ],
+            lambda: health.zookeeper(INFRA.zookeeper),
+        ),
+        Component(
+            "kafka",
+            "infra",
+            INFRA.kafka,
+            [
+                java(),
+                "-Xms128m",
+                "-Xmx512m",
+                "-XX:+UseG1GC",
+                slf4j,
+                "-cp",
+                f"{paths.jars_dir('kafka')}/*",
+                "kafka.Kafka",
+                str(run / "kafka" / "server.properties"),
+            ],
+            lambda: health.kafka(INFRA.kafka),
+            stopwaitsecs=30,
+        ),
+        Component(
+            "postgres",
+            "infra",
+            INFRA.postgres,
+            [
+                str(bindir / "postgres"),
+                "-D",
+                str(run / "postgres" / "data"),
+                "-p",
+                str(INFRA.postgres),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=64MB",
+                "-c",
+                "fsync=on",
+            ],
+            lambda: health.postgres(INFRA.postgres, bindir),
+            user=postgres_user(),
+            stopsignal="INT",
+        ),
+        Component(
+            "redis",
+            "infra",
+            INFRA.redis,
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(INFRA.redis),
+                "--dir",
+                str(run / "redis"),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+            ],
+            lambda: health.redis_ping(INFRA.redis),
+        ),
+        Component(
+            "jaeger",
+            "infra",
+            INFRA.jaeger_query,
+            [str(paths.jaeger_binary()), "--config", str(run / "jaeger" / "config.yaml")],
+            lambda: health.http_ok(f"http://127.0.0.1:{INFRA.jaeger_query}/api/v3/services"),
+        ),
+    ]
+
+
+def services(run: Path) -> list[Component]:
+    python = str(paths.python())
+    found: list[Component] = []
+    for spec in SERVICES:
+        found.append(
+            Component(
+                spec.name,
+                "services",
+                spec.app_port,
+                [python, "-m", f"services.{spec.name}.entrypoint"],
+                functools.partial(health.grpc_serving, spec.app_port, spec.grpc_service),
+                environment={"PYTHONUNBUFFERED": "1"},
+            )
+        )
+        found.append(
+            Component(
+                spec.sidecar,
+                "services",
+                spec.ingress_port,
+                [
+                    str(paths.envoy_binary()),
+                    "-c",
+                    str(run / "envoy" / f"{spec.sidecar}.json"),
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warn",
+                ],
+                functools.partial(health.grpc_serving, spec.ingress_port, spec.grpc_service),
+            )
+        )
+    return found
+
+
+def fleet(run: Path) -> Component:
+    return Component(
+        "fleet",
+        "sim",
+        None,
+        [str(paths.python()), "-m", "services.fleet.main"],
+        lambda: True,
+        environment={
+            "PYTHONUNBUFFERED": "1",
+            "RIDESAGA_FLEET_SIZE": os.environ.get("RIDESAGA_FLEET_SIZE", "30"),
+            "RIDESAGA_FLEET_STATE": str(run / "fleet" / "drivers.json"),
+        },
+    )
+
+
+def all_components(run: Path) -> list[Component]:
+    return [*infra(run), *services(run), fleet(run)]

@@ -1,0 +1,201 @@
+"""`ridectl up`, `down` and `status`: the local stack's lifecycle.
+
+`up` is idempotent: it prepares what is missing (PostgreSQL cluster, Kafka storage,
+configs), starts infrastructure, waits until each component answers its health check,
+creates databases, migrations and topics, then starts the services, their sidecars and
+the driver fleet, and waits again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ridectl.stack import components as comp
+from ridectl.stack import files, paths, provision
+from ridectl.stack.components import Component
+from ridectl.stack.ports import owner_of
+from ridectl.stack.supervisor import Supervisor, render
+
+START_TIMEOUT_SECONDS = 240.0
+STOP_TIMEOUT_SECONDS = 90.0
+
+
+class StackError(Exception):
+    pass
+
+
+def progress(message: str) -> None:
+    print(f"ridectl: {message}", file=sys.stderr, flush=True)
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    user = comp.postgres_user()
+    return ["runuser", "-u", user, "--", *cmd] if user else cmd
+
+
+def _prepare(run: Path, components: list[Component]) -> None:
+    for sub in ("logs", "kafka", "zookeeper/data", "redis", "jaeger", "envoy", "fleet"):
+        (run / sub).mkdir(parents=True, exist_ok=True)
+    pg = run / "postgres"
+    if not (pg / "data" / "PG_VERSION").exists():
+        progress("initializing the PostgreSQL cluster")
+        pg.mkdir(parents=True, exist_ok=True)
+        user = comp.postgres_user()
+        if user:
+            shutil.chown(pg, user, user)
+        result = subprocess.run(
+            _as_postgres(
+                [
+                    str(comp.postgres_bindir() / "initdb"),
+                    "-D",
+                    str(pg / "data"),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ]
+            ),
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise StackError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
+    (run / "kafka" / "server.properties").write_text(files.kafka_properties(run / "kafka" / "data"))
+    if not (run / "kafka" / "data" / "meta.properties").exists():
+        progress("formatting Kafka storage (KRaft)")
+        result = subprocess.run(
+            [
+                comp.java(),
+                "-cp",
+                f"{paths.jars_dir('kafka')}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                files.new_kafka_cluster_id(),
+                "-c",
+                str(run / "kafka" / "server.properties"),
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed: {(result.stderr or result.stdout).strip()[-400:]}")
+    (run / "zookeeper" / "zoo.cfg").write_text(files.zookeeper_config(run / "zookeeper" / "data"))
+    (run / "jaeger" / "config.yaml").write_text(files.jaeger_config())
+    files.write_sidecar_configs(run / "envoy")
+    (run / "supervisord.conf").write_text(render(components, run))
+
+
+def _check_ports(components: list[Component], supervisor: Supervisor) -> None:
+    ours = supervisor.all_info() if supervisor.running() else {}
+    for component in components:
+        if component.port is None or ours.get(component.name, {}).get("statename") == "RUNNING":
+            continue
+        owner = owner_of(component.port)
+        if owner:
+            raise StackError(f"port {component.port} ({component.name}) is already in use by {owner}")
+
+
+def _wait(supervisor: Supervisor, group: list[Component]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    pending = [c.name for c in group]
+    shown: list[str] = []
+    while pending:
+        states = supervisor.all_info()
+        for component in group:
+            if component.name in pending and states[component.name]["statename"] == "FATAL":
+                raise StackError(f"{component.name} keeps exiting; see {supervisor.run / 'logs' / component.name}.log")
+        pending = [c.name for c in group if c.name in pending and not c.healthy()]
+        if pending != shown and pending:
+            progress(f"waiting for {', '.join(pending)}")
+            shown = pending
+        if pending and time.monotonic() > deadline:
+            logs = supervisor.run / "logs"
+            raise StackError(f"not healthy after {START_TIMEOUT_SECONDS:.0f}s: {', '.join(pending)}; logs in {logs}")
+        if pending:
+            time.sleep(0.5)
+
+
+def up(run: Path = paths.RUN) -> None:
+    started = time.monotonic()
+    everything = comp.all_components(run)
+    supervisor = Supervisor(run)
+    _check_ports(everything, supervisor)
+    _prepare(run, everything)
+    supervisor.launch()
+    for group, after in (("infra", provision.provision), ("services", None), ("sim", None)):
+        members = [c for c in everything if c.group == group]
+        progress(f"starting {', '.join(c.name for c in members)}")
+        for component in members:
+            supervisor.start(component.name)
+        _wait(supervisor, members)
+        if after is not None:
+            after(progress)
+    progress(f"stack up in {time.monotonic() - started:.1f}s")
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    state: str
+    pid: int | None
+    port: int | None
+
+
+def status(run: Path = paths.RUN) -> list[ComponentStatus]:
+    supervisor = Supervisor(run)
+    infos = supervisor.all_info() if supervisor.running() else {}
+    found = []
+    for component in comp.all_components(run):
+        info = infos.get(component.name)
+        alive = info is not None and info["statename"] == "RUNNING"
+        state = "up" if alive and component.healthy() else "down"
+        pid = int(info["pid"]) if alive and info is not None else None
+        found.append(ComponentStatus(component.name, state, pid, component.port))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def down(run: Path = paths.RUN) -> None:
+    supervisor = Supervisor(run)
+    if not supervisor.running():
+        progress("stack is not running")
+        return
+    pids = [int(info["pid"]) for info in supervisor.all_info().values() if info["pid"]]
+    daemon = supervisor.pid()
+    progress("stopping every component")
+    supervisor.stop_all()
+    supervisor.shutdown()
+    gone = _wait_until(lambda: not any(_alive(p) for p in [*pids, *([daemon] if daemon else [])]), STOP_TIMEOUT_SECONDS)
+    if not gone:
+        left = [p for p in pids if _alive(p)]
+        raise StackError(f"processes still running after {STOP_TIMEOUT_SECONDS:.0f}s: {left}")
+    progress("stack stopped")

@@ -1,0 +1,58 @@
+"""Creates what the services need before they start: one database and one role per
+service (database-per-service), their versioned migrations, and the Kafka topics.
+Every step is idempotent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from psycopg import sql
+
+from ridectl.stack import paths
+from services.shared import migrations
+from services.shared.topology import INFRA, SERVICES, TOPIC_PARTITIONS, TOPICS
+
+TOPIC_TIMEOUT_SECONDS = 30.0
+
+
+def databases(say: Callable[[str], None]) -> None:
+    admin = f"host=127.0.0.1 port={INFRA.postgres} dbname=postgres user=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for spec in SERVICES:
+            if spec.database is None:
+                continue
+            name = spec.database
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(name)))
+    for spec in SERVICES:
+        if spec.database is None:
+            continue
+        found = migrations.discover(paths.REPO / "services" / spec.name / "schema")
+        conninfo = f"host=127.0.0.1 port={INFRA.postgres} dbname={spec.database} user={spec.database}"
+        applied = migrations.apply(conninfo, found)
+        say(f"{spec.database}: {len(found)} migrations, {len(applied)} applied now")
+
+
+def topics(say: Callable[[str], None]) -> None:
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{INFRA.kafka}"})
+    wanted = [NewTopic(name, TOPIC_PARTITIONS, 1, config=config) for name, config in TOPICS.items()]
+    created = 0
+    for name, future in admin.create_topics(wanted, request_timeout=TOPIC_TIMEOUT_SECONDS).items():
+        try:
+            future.result(timeout=TOPIC_TIMEOUT_SECONDS)
+            created += 1
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"creating topic {name} failed: {error}") from None
+    say(f"kafka: {len(wanted)} topics, {created} created now")
+
+
+def provision(say: Callable[[str], None]) -> None:
+    databases(say)
+    topics(say)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test tier against a freshly started local stack and always tears the stack
+# down afterwards, keeping the tests' exit code.
+set -u
+cd "$(dirname "$0")/.."
+VENV=.venv
+rc=0
+
+teardown() { "$VENV/bin/ridectl" down || rc=1; }
+
+echo "test: lint (ruff, mypy) and generated-stub check"
+"$VENV/bin/ruff" check . || rc=1
+"$VENV/bin/ruff" format --check . || rc=1
+"$VENV/bin/mypy" services ridectl scripts tests || rc=1
+"$VENV/bin/python" scripts/protogen.py --check || rc=1
+
+echo "test: starting the local stack"
+trap teardown EXIT
+if ! "$VENV/bin/ridectl" up; then
+  echo "test: the stack did not come up; logs are in ${RIDESAGA_RUN_DIR:-/tmp/ridesaga}/logs" >&2
+  exit 1
+fi
+
+echo "test: unit, integration and end-to-end tiers"
+"$VENV/bin/pytest" tests/unit tests/integration tests/e2e || rc=1
+
+echo "test: lifecycle tier (stops the stack and checks nothing is left)"
+"$VENV/bin/pytest" tests/lifecycle || rc=1
+
+trap - EXIT
+teardown
+exit $rc

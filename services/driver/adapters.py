@@ -1,0 +1,64 @@
+"""The driver service's adapters: the registry in PostgreSQL, positions in Redis GEO."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+
+from services.driver.domain import Driver, NearbyQuery, Position
+
+GEO_KEY = "drivers:geo"
+HEARD_KEY = "drivers:last_heard_ms"
+
+
+class DriverRegistry:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def add(self, driver: Driver) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("INSERT INTO drivers (driver_id, name) VALUES (%s, %s)", (driver.driver_id, driver.name))
+
+    async def exists(self, driver_id: uuid.UUID) -> bool:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute("SELECT 1 FROM drivers WHERE driver_id = %s", (driver_id,))).fetchone()
+        return row is not None
+
+
+class DriverLocations:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    async def record(self, driver_id: uuid.UUID, where: Position, heard_ms: int) -> None:
+        member = str(driver_id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.geoadd(GEO_KEY, (where.lng, where.lat, member))
+            pipe.zadd(HEARD_KEY, {member: heard_ms})
+            await pipe.execute()
+
+    async def nearby(self, query: NearbyQuery) -> list[tuple[str, float, float | None]]:
+        """(driver_id, distance_km, last_heard_ms), nearest first."""
+        found: list[Any] = await self.client.geosearch(
+            GEO_KEY,
+            longitude=query.center.lng,
+            latitude=query.center.lat,
+            radius=query.radius_km,
+            unit="km",
+            sort="ASC",
+            withdist=True,
+        )
+        if not found:
+            return []
+        members = [str(m.decode() if isinstance(m, bytes) else m) for m, _ in found]
+        distances = [float(dist) for _, dist in found]
+        heard = await self.client.zmscore(HEARD_KEY, members)
+        return list(zip(members, distances, heard, strict=True))
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except aioredis.RedisError:
+            return False

@@ -1,0 +1,56 @@
+"""Drivers and their availability; no I/O.
+
+A driver is available for matching while its heartbeats keep arriving: one silent for
+longer than MAX_SILENCE_MS is out of matching until it is heard from again."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from services.shared import validation
+from services.shared.errors import InvalidArgument
+
+MAX_SILENCE_MS = 15_000
+MAX_RADIUS_KM = 50.0
+MAX_NEARBY = 50
+
+
+@dataclass(frozen=True)
+class Driver:
+    driver_id: uuid.UUID
+    name: str
+
+
+@dataclass(frozen=True)
+class Position:
+    lat: float
+    lng: float
+
+
+@dataclass(frozen=True)
+class NearbyQuery:
+    center: Position
+    radius_km: float
+    limit: int
+
+
+def new_driver(name: str) -> Driver:
+    return Driver(driver_id=uuid.uuid4(), name=validation.name("name", name))
+
+
+def position(field: str, lat: float, lng: float) -> Position:
+    lat, lng = validation.coordinates(field, lat, lng)
+    return Position(lat, lng)
+
+
+def nearby_query(center: Position, radius_km: float, limit: int) -> NearbyQuery:
+    if not 0.0 < radius_km <= MAX_RADIUS_KM:
+        raise InvalidArgument("radius_km", f"must be in (0, {MAX_RADIUS_KM}], got {radius_km}")
+    if not 0 < limit <= MAX_NEARBY:
+        raise InvalidArgument("limit", f"must be in 1..{MAX_NEARBY}, got {limit}")
+    return NearbyQuery(center, radius_km, limit)
+
+
+def is_available(last_heard_ms: float | None, now_ms: float) -> bool:
+    return last_heard_ms is not None and now_ms - last_heard_ms <= MAX_SILENCE_MS

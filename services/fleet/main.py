@@ -1,0 +1,110 @@
+"""The simulated driver fleet: registers drivers once (their ids survive restarts in a
+state file) and streams each driver's heartbeats to the driver service through its
+sidecar, reconnecting with jittered backoff when the stream breaks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from ridesaga.common.v1 import common_pb2
+from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
+from services.fleet.sim import SAN_FRANCISCO, spawn, wander
+from services.shared import mesh
+from services.shared.telemetry import setup_logging, setup_tracing
+from services.shared.topology import INFRA, service
+
+log = logging.getLogger("fleet")
+
+HEARTBEAT_SECONDS = 2.0
+CALL_TIMEOUT_SECONDS = 5.0
+BACKOFF_CAP_SECONDS = 10.0
+
+
+def _settings() -> tuple[int, Path, str]:
+    raw = os.environ.get("RIDESAGA_FLEET_SIZE", "30")
+    if not raw.isdigit() or not 0 < int(raw) <= 1000:
+        raise SystemExit(f"fleet: RIDESAGA_FLEET_SIZE must be an integer in 1..1000, got {raw!r}")
+    state = Path(os.environ.get("RIDESAGA_FLEET_STATE", "fleet.json"))
+    target = os.environ.get("RIDESAGA_DRIVER_TARGET", f"127.0.0.1:{service('driver').ingress_port}")
+    return int(raw), state, target
+
+
+async def _registered(
+    stub: driver_pb2_grpc.DriverServiceAsyncStub, size: int, state: Path, rng: random.Random
+) -> list[str]:
+    ids: list[str] = json.loads(state.read_text()) if state.exists() else []
+    while len(ids) < size:
+        where = spawn(SAN_FRANCISCO, rng)
+        reply = await stub.RegisterDriver(
+            driver_pb2.RegisterDriverRequest(
+                name=f"sim-driver-{len(ids):03d}", location=common_pb2.LatLng(lat=where.lat, lng=where.lng)
+            ),
+            timeout=CALL_TIMEOUT_SECONDS,
+        )
+        ids.append(reply.driver_id)
+        state.write_text(json.dumps(ids))
+    return ids[:size]
+
+
+async def _drive(stub: driver_pb2_grpc.DriverServiceAsyncStub, driver_id: str, rng: random.Random) -> None:
+    where = spawn(SAN_FRANCISCO, rng)
+    attempt = 0
+
+    async def beats() -> AsyncIterator[driver_pb2.Heartbeat]:
+        nonlocal where, attempt
+        while True:
+            yield driver_pb2.Heartbeat(
+                driver_id=driver_id,
+                location=common_pb2.LatLng(lat=where.lat, lng=where.lng),
+                sent_at_ms=int(time.time() * 1000),
+            )
+            attempt = 0
+            where = wander(where, SAN_FRANCISCO, rng)
+            await asyncio.sleep(HEARTBEAT_SECONDS * rng.uniform(0.8, 1.2))
+
+    while True:
+        try:
+            await stub.StreamHeartbeats(beats())
+        except grpc.aio.AioRpcError as error:
+            log.warning("heartbeat stream broke", extra={"fields": {"driver_id": driver_id, "code": error.code().name}})
+        attempt += 1
+        await asyncio.sleep(rng.uniform(0, min(BACKOFF_CAP_SECONDS, 0.5 * 2**attempt)))
+
+
+async def run() -> None:
+    size, state, target = _settings()
+    setup_logging("fleet")
+    provider = setup_tracing("fleet", f"http://127.0.0.1:{INFRA.jaeger_otlp_grpc}", "local", 1.0)
+    rng = random.Random()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    async with mesh.sidecar_channel(target) as channel:
+        stub = driver_pb2_grpc.DriverServiceStub(channel)
+        ids = await _registered(stub, size, state, rng)
+        log.info("fleet on the road", extra={"fields": {"drivers": len(ids)}})
+        drivers = [asyncio.create_task(_drive(stub, driver_id, random.Random(driver_id))) for driver_id in ids]
+        await stopping.wait()
+        for task in drivers:
+            task.cancel()
+        await asyncio.gather(*drivers, return_exceptions=True)
+    provider.shutdown()
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

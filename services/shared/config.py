@@ -1,0 +1,61 @@
+"""Configuration from environment variables, with loopback defaults taken from the
+topology. Every process reads its settings here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from services.shared.topology import INFRA, service
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    service_name: str
+    host: str
+    app_port: int
+    egress_target: str
+    kafka_bootstrap: str
+    postgres_host: str
+    postgres_port: int
+    redis_url: str
+    zookeeper_hosts: str
+    otlp_endpoint: str
+    environment: str
+    trace_sample_ratio: float
+
+    def postgres_dsn(self, database: str) -> str:
+        return f"host={self.postgres_host} port={self.postgres_port} dbname={database} user={database}"
+
+
+def load(service_name: str) -> Settings:
+    spec = service(service_name)
+    host = _env("RIDESAGA_HOST", "127.0.0.1")
+    return Settings(
+        service_name=service_name,
+        host=host,
+        app_port=int(_env("RIDESAGA_APP_PORT", str(spec.app_port))),
+        egress_target=_env("RIDESAGA_EGRESS", f"{host}:{spec.egress_port}"),
+        kafka_bootstrap=_env("RIDESAGA_KAFKA", f"{host}:{INFRA.kafka}"),
+        postgres_host=_env("RIDESAGA_PG_HOST", host),
+        postgres_port=int(_env("RIDESAGA_PG_PORT", str(INFRA.postgres))),
+        redis_url=_env("RIDESAGA_REDIS_URL", f"redis://{host}:{INFRA.redis}/0"),
+        zookeeper_hosts=_env("RIDESAGA_ZOOKEEPER", f"{host}:{INFRA.zookeeper}"),
+        otlp_endpoint=_env("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{INFRA.jaeger_otlp_grpc}"),
+        environment=_env("RIDESAGA_ENVIRONMENT", "local"),
+        trace_sample_ratio=_float("RIDESAGA_TRACE_SAMPLE_RATIO", 1.0),
+    )

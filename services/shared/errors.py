@@ -1,0 +1,58 @@
+"""Errors the domain raises, and their one mapping onto gRPC status codes (SPEC
+section 9): the domain never imports grpc, the servicers never build messages by hand.
+A store that is down (PostgreSQL, Redis) becomes UNAVAILABLE, which callers may retry."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import psycopg
+import redis
+
+
+class DomainError(Exception):
+    code = grpc.StatusCode.UNKNOWN
+
+
+class InvalidArgument(DomainError):
+    """A request field is missing or malformed; the message names the field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, kind: str, ident: str) -> None:
+        super().__init__(f"{kind} {ident!r} not found")
+
+
+R = TypeVar("R")
+Method = Callable[..., Awaitable[R]]
+
+
+def grpc_errors(method: Method[R]) -> Method[R]:
+    """Turns a DomainError raised by a servicer method into its status code."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
+        try:
+            return await method(self, request, context)
+        except DomainError as error:
+            await context.abort(error.code, str(error))
+            raise  # abort() always raises; this line only satisfies the type checker
+        except psycopg.OperationalError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable; retry with backoff")
+            raise
+        except redis.RedisError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "redis unavailable; retry with backoff")
+            raise
+
+    return wrapper

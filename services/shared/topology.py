@@ -1,0 +1,76 @@
+"""The one declarative description of the system: which components exist, on which
+loopback ports, and which service calls which. Sidecar configs, the supervisor config,
+health checks and `ridectl status` are all generated from this module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A gRPC service and its Envoy sidecar.
+
+    `app_port` is where the Python server listens (loopback only, reached by its own
+    sidecar); `ingress_port` is the sidecar's public listener, the only address other
+    parties use; `egress_port` is the sidecar's outbound listener that the service
+    sends every call to; `admin_port` is the sidecar's Envoy admin interface."""
+
+    name: str
+    grpc_service: str
+    app_port: int
+    ingress_port: int
+    egress_port: int
+    admin_port: int
+    calls: tuple[str, ...]
+    database: str | None
+
+    @property
+    def sidecar(self) -> str:
+        return f"{self.name}-envoy"
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("rider", "ridesaga.rider.v1.RiderService", 17001, 7001, 27001, 19901, ("trip",), "rider"),
+    ServiceSpec("trip", "ridesaga.trip.v1.TripService", 17002, 7002, 27002, 19902, ("driver", "payment"), "trip"),
+    ServiceSpec("driver", "ridesaga.driver.v1.DriverService", 17003, 7003, 27003, 19903, (), "driver"),
+    ServiceSpec("payment", "ridesaga.payment.v1.PaymentService", 17004, 7004, 27004, 19904, ("psp",), "payment"),
+    ServiceSpec("psp", "ridesaga.psp.v1.PspService", 17005, 7005, 27005, 19905, (), "psp"),
+)
+
+
+@dataclass(frozen=True)
+class InfraPorts:
+    zookeeper: int = 12181
+    kafka: int = 19092
+    kafka_controller: int = 19093
+    postgres: int = 15432
+    redis: int = 16379
+    jaeger_otlp_grpc: int = 4317
+    jaeger_otlp_http: int = 4318
+    jaeger_query: int = 16686
+    jaeger_query_grpc: int = 16685
+    jaeger_health: int = 13133
+    jaeger_metrics: int = 18888
+
+
+INFRA = InfraPorts()
+
+# Topics of the saga (SPEC section 5): keyed by ride id, so one ride's messages stay
+# ordered on one partition.
+TOPICS: dict[str, dict[str, str]] = {
+    "trip.commands": {},
+    "driver.commands": {},
+    "payment.commands": {},
+    "trip.replies": {},
+    "trip.changelog": {"cleanup.policy": "compact"},
+    "ridesaga.dlq": {},
+}
+TOPIC_PARTITIONS = 3
+
+
+def service(name: str) -> ServiceSpec:
+    for spec in SERVICES:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown service {name!r}; known: {', '.join(s.name for s in SERVICES)}")

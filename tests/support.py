@@ -1,0 +1,42 @@
+"""Helpers shared by the tiers that talk to the running stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from ridectl.stack import paths
+from services.shared.topology import service
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25) -> T:
+    """Polls `condition` until it returns something truthy; fails naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def ridectl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(paths.VENV / "bin" / "ridectl"), *args], capture_output=True, text=True, check=False)
+
+
+def status() -> dict[str, dict[str, Any]]:
+    result = ridectl("status", "--json")
+    return {c["name"]: c for c in json.loads(result.stdout)["components"]}
+
+
+def sidecar_channel(name: str) -> grpc.Channel:
+    """A channel to a service's public address: its sidecar's ingress listener."""
+    return grpc.insecure_channel(f"127.0.0.1:{service(name).ingress_port}")
