@@ -8,17 +8,23 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+import grpc
+
 from ridectl.stack import lifecycle
+from ridectl.stack.errors import StackError
 
 
 def _status(args: argparse.Namespace) -> int:
     found = lifecycle.status()
+    total_kb = sum(s.rss_kb for s in found)
     if args.json:
-        print(json.dumps({"components": [vars(s) for s in found]}))
+        print(json.dumps({"components": [vars(s) for s in found], "total_rss_kb": total_kb}))
     else:
         width = max(len(s.name) for s in found)
         for s in found:
-            print(f"{s.name:<{width}}  {s.state:<4}  pid {s.pid or '-':<7}  port {s.port or '-'}")
+            memory = f"{s.rss_kb / 1024:.0f} MiB" if s.rss_kb else "-"
+            print(f"{s.name:<{width}}  {s.state:<4}  pid {s.pid or '-':<7}  port {s.port or '-':<6}  rss {memory}")
+        print(f"{'total':<{width}}  resident memory {total_kb / 1024:.0f} MiB")
     return 0 if all(s.state == "up" for s in found) else 1
 
 
@@ -68,8 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except lifecycle.StackError as error:
+    except StackError as error:
         print(f"ridectl: error: {error}", file=sys.stderr)
+        return 1
+    except grpc.RpcError as error:
+        print(f"ridectl: error: {error.code().name}: {error.details()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ridectl: interrupted", file=sys.stderr)

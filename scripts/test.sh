@@ -5,6 +5,8 @@ set -u
 cd "$(dirname "$0")/.."
 VENV=.venv
 rc=0
+# Tests run against a stack with fresh state, in its own run directory.
+export RIDESAGA_RUN_DIR="${RIDESAGA_TEST_RUN_DIR:-/tmp/ridesaga-test}"
 
 teardown() { "$VENV/bin/ridectl" down || rc=1; }
 
@@ -14,10 +16,12 @@ echo "test: lint (ruff, mypy) and generated-stub check"
 "$VENV/bin/mypy" services ridectl scripts tests || rc=1
 "$VENV/bin/python" scripts/protogen.py --check || rc=1
 
-echo "test: starting the local stack"
+echo "test: starting the local stack in $RIDESAGA_RUN_DIR"
 trap teardown EXIT
+"$VENV/bin/ridectl" down >/dev/null 2>&1
+rm -rf "$RIDESAGA_RUN_DIR"
 if ! "$VENV/bin/ridectl" up; then
-  echo "test: the stack did not come up; logs are in ${RIDESAGA_RUN_DIR:-/tmp/ridesaga}/logs" >&2
+  echo "test: the stack did not come up; logs are in $RIDESAGA_RUN_DIR/logs" >&2
   exit 1
 fi
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ridectl.stack import health, paths
+from ridectl.stack.errors import StackError
 from services.shared.topology import INFRA, SERVICES
 
 
@@ -31,7 +32,7 @@ class Component:
 def postgres_bindir() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
     if not found:
-        raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql; run `make bootstrap`")
+        raise StackError("no PostgreSQL binaries under /usr/lib/postgresql/*/bin; run `make bootstrap`")
     return Path(found[-1]).parent
 
 
@@ -44,7 +45,7 @@ def java() -> str:
     home = os.environ.get("JAVA_HOME")
     found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
     if not found:
-        raise RuntimeError("no Java found (set JAVA_HOME or install a JDK); Kafka and ZooKeeper need Java 17+")
+        raise StackError("no Java found (set JAVA_HOME or install a JDK); Kafka and ZooKeeper need Java 17+")
     return found
 
 

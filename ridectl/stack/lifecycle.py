@@ -19,15 +19,13 @@ from pathlib import Path
 from ridectl.stack import components as comp
 from ridectl.stack import files, paths, provision
 from ridectl.stack.components import Component
+from ridectl.stack.errors import StackError
+from ridectl.stack.memory import tree_rss_kb
 from ridectl.stack.ports import owner_of
 from ridectl.stack.supervisor import Supervisor, render
 
 START_TIMEOUT_SECONDS = 240.0
 STOP_TIMEOUT_SECONDS = 90.0
-
-
-class StackError(Exception):
-    pass
 
 
 def progress(message: str) -> None:
@@ -115,7 +113,9 @@ def _wait(supervisor: Supervisor, group: list[Component]) -> None:
         for component in group:
             if component.name in pending and states[component.name]["statename"] == "FATAL":
                 raise StackError(f"{component.name} keeps exiting; see {supervisor.run / 'logs' / component.name}.log")
-        pending = [c.name for c in group if c.name in pending and not c.healthy()]
+        pending = [
+            c.name for c in group if c.name in pending and (states[c.name]["statename"] != "RUNNING" or not c.healthy())
+        ]
         if pending != shown and pending:
             progress(f"waiting for {', '.join(pending)}")
             shown = pending
@@ -150,19 +150,30 @@ class ComponentStatus:
     state: str
     pid: int | None
     port: int | None
+    rss_kb: int
 
 
 def status(run: Path = paths.RUN) -> list[ComponentStatus]:
     supervisor = Supervisor(run)
     infos = supervisor.all_info() if supervisor.running() else {}
-    found = []
+    pids: dict[str, int] = {}
+    healthy: dict[str, bool] = {}
     for component in comp.all_components(run):
         info = infos.get(component.name)
-        alive = info is not None and info["statename"] == "RUNNING"
-        state = "up" if alive and component.healthy() else "down"
-        pid = int(info["pid"]) if alive and info is not None else None
-        found.append(ComponentStatus(component.name, state, pid, component.port))
-    return found
+        if info is not None and info["statename"] == "RUNNING":
+            pids[component.name] = int(info["pid"])
+            healthy[component.name] = component.healthy()
+    memory = tree_rss_kb(list(pids.values()))
+    return [
+        ComponentStatus(
+            component.name,
+            "up" if healthy.get(component.name) else "down",
+            pids.get(component.name),
+            component.port,
+            memory.get(pids.get(component.name, -1), 0),
+        )
+        for component in comp.all_components(run)
+    ]
 
 
 def _alive(pid: int) -> bool:

@@ -13,6 +13,7 @@ from confluent_kafka.cimpl import NewTopic
 from psycopg import sql
 
 from ridectl.stack import paths
+from ridectl.stack.errors import StackError
 from services.shared import migrations
 from services.shared.topology import INFRA, SERVICES, TOPIC_PARTITIONS, TOPICS
 
@@ -49,10 +50,13 @@ def topics(say: Callable[[str], None]) -> None:
             created += 1
         except KafkaException as error:
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise RuntimeError(f"creating topic {name} failed: {error}") from None
+                raise StackError(f"creating topic {name} failed: {error}") from None
     say(f"kafka: {len(wanted)} topics, {created} created now")
 
 
 def provision(say: Callable[[str], None]) -> None:
-    databases(say)
+    try:
+        databases(say)
+    except psycopg.Error as error:
+        raise StackError(f"preparing the databases failed: {error}".strip()) from None
     topics(say)
