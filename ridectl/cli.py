@@ -1,17 +1,22 @@
-"""ridectl: the command line of the local stack. Read commands take --json; every
-error is one line on stderr and a non-zero exit code."""
+"""ridectl: the command line of ridesaga. Read commands take --json; every error is one
+line on stderr (and, with --json, {"error": {"code", "message"}} on stdout) and a
+non-zero exit code."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Sequence
 
 import grpc
 
+from ridectl import rides
 from ridectl.stack import lifecycle
 from ridectl.stack.errors import StackError
+
+SAN_FRANCISCO_DEMO = ("37.7793,-122.4193", "37.8080,-122.4177")  # City Hall to Fisherman's Wharf
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -51,34 +56,87 @@ def _probe(args: argparse.Namespace) -> int:
     return 0 if result["complete"] else 1
 
 
+def _check(args: argparse.Namespace) -> int:
+    from ridectl import checker
+
+    result = checker.report(checker.collect())
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['rides']} rides: {'valid' if result['valid'] else 'INVALID'}")
+        for name, found in result["violations"].items():
+            print(f"  {name}: {len(found)} e.g. {found[:3]}")
+    return 0 if result["valid"] else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Books one ride, waits for it, and prints its saga timeline and trace id."""
+    pickup, dropoff = SAN_FRANCISCO_DEMO
+    with rides.rider_stub() as stub:
+        from ridesaga.rider.v1 import rider_pb2
+
+        rider = stub.CreateRider(rider_pb2.CreateRiderRequest(name="Demo Rider"), timeout=rides.CALL_TIMEOUT_SECONDS)
+        requested = stub.RequestRide(
+            rider_pb2.RequestRideRequest(
+                rider_id=rider.rider_id,
+                pickup=rides.latlng("pickup", pickup),
+                dropoff=rides.latlng("dropoff", dropoff),
+                idempotency_key=str(uuid.uuid4()),
+            ),
+            timeout=rides.CALL_TIMEOUT_SECONDS,
+        )
+        print(f"ridectl: booked ride {requested.ride_id} for rider {rider.rider_id}; waiting for it", file=sys.stderr)
+        ride = rides.wait_terminal(stub, requested.ride_id, args.timeout)
+    if ride is None:
+        rides.fail(False, "DEADLINE_EXCEEDED", f"ride {requested.ride_id} did not finish within {args.timeout}s")
+        return 1
+    rides.print_ride(ride, args.json)
+    return 0 if ride.state == "COMPLETED" else 1
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="ridectl", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
-    handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
 
-    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str, json_flag: bool) -> None:
+    def simple(name: str, handler: object, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         if json_flag:
             sub.add_argument("--json", action="store_true", help="print JSON for scripts")
         sub.set_defaults(handler=handler)
-        handlers[name] = handler
+        return sub
 
-    command("status", _status, "show every component of the local stack (exit 1 unless all are up)", True)
-    command("up", _up, "start the local stack and wait until it is healthy", False)
-    command("down", _down, "stop the local stack and every process it started", False)
-    command("probe", _probe, "call rider through its sidecar and follow the mesh to psp", True)
+    simple("status", _status, "show every component of the local stack (exit 1 unless all are up)")
+    simple("up", _up, "start the local stack and wait until it is healthy", json_flag=False)
+    simple("down", _down, "stop the local stack and every process it started", json_flag=False)
+    simple("probe", _probe, "call rider through its sidecar and follow the mesh to psp")
+    simple("check", _check, "check the correctness properties over the live system (exit 1 if violated)")
+    demo = simple("demo", _demo, "book one ride, wait for it, print its saga timeline and trace id")
+    demo.add_argument("--timeout", type=float, default=90.0)
+    rides.add_commands(commands)
+    from ridectl import psp_cmd
+
+    psp = commands.add_parser("psp", help="the simulated card processor").add_subparsers(
+        dest="psp_command", required=True
+    )
+    faults = psp.add_parser("faults", help="show or set the psp's fault knobs")
+    psp_cmd.add_arguments(faults)
+    faults.set_defaults(handler=psp_cmd.faults)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    as_json = bool(getattr(args, "json", False))
     try:
         code: int = args.handler(args)
     except StackError as error:
-        print(f"ridectl: error: {error}", file=sys.stderr)
+        rides.fail(as_json, "STACK", str(error))
         return 1
+    except rides.UsageError as error:
+        rides.fail(as_json, "INVALID_ARGUMENT", str(error))
+        return 2
     except grpc.RpcError as error:
-        print(f"ridectl: error: {error.code().name}: {error.details()}", file=sys.stderr)
+        rides.fail(as_json, error.code().name, error.details() or "")
         return 1
     except KeyboardInterrupt:
         print("ridectl: interrupted", file=sys.stderr)

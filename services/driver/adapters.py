@@ -22,6 +22,17 @@ class DriverRegistry:
         async with self.pool.connection() as conn:
             await conn.execute("INSERT INTO drivers (driver_id, name) VALUES (%s, %s)", (driver.driver_id, driver.name))
 
+    async def holds(self, driver_id: uuid.UUID, ride_id: uuid.UUID, fence: int) -> bool:
+        """Whether the driver's current reservation is this ride's, under this token."""
+        async with self.pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT 1 FROM drivers WHERE driver_id = %s AND ride_id = %s AND fence = %s",
+                    (driver_id, ride_id, fence),
+                )
+            ).fetchone()
+        return row is not None
+
     async def exists(self, driver_id: uuid.UUID) -> bool:
         async with self.pool.connection() as conn:
             row = await (await conn.execute("SELECT 1 FROM drivers WHERE driver_id = %s", (driver_id,))).fetchone()

@@ -1,10 +1,12 @@
-"""The driver service: registration, heartbeat streams and nearby-driver search."""
+"""The driver service: registration, heartbeat streams, nearby-driver search, offers to
+the drivers' apps and their answers; and the saga participant that reserves drivers."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 import redis.asyncio as aioredis
@@ -12,12 +14,20 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 
 from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
+from ridesaga.saga.v1 import saga_pb2
 from services.driver import domain
 from services.driver.adapters import DriverLocations, DriverRegistry
+from services.driver.offers import OfferHub
+from services.driver.participant import REPLIES, DriverParticipant
 from services.shared import config, db, validation
-from services.shared.errors import InvalidArgument, NotFound, grpc_errors
-from services.shared.grpc_server import Context, serve
+from services.shared.clocks import HybridLogicalClock
+from services.shared.eos import LoopConfig, TransactionalLoop
+from services.shared.errors import FailedPrecondition, InvalidArgument, NotFound, grpc_errors
+from services.shared.grpc_server import Context, Lifecycle, serve
+from services.shared.messages import envelope, outgoing
 from services.shared.probe import probe
+from services.shared.publisher import Publisher
+from services.shared.telemetry import ride_scope
 from services.shared.topology import service
 
 SPEC = service("driver")
@@ -28,9 +38,73 @@ def _now_ms() -> int:
 
 
 class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
-    def __init__(self, registry: DriverRegistry, locations: DriverLocations) -> None:
+    def __init__(
+        self,
+        registry: DriverRegistry,
+        locations: DriverLocations,
+        hub: OfferHub,
+        publisher: Publisher,
+        clock: HybridLogicalClock,
+    ) -> None:
         self.registry = registry
         self.locations = locations
+        self.hub = hub
+        self.publisher = publisher
+        self.clock = clock
+
+    async def WatchOffers(
+        self, request: driver_pb2.WatchOffersRequest, context: Context
+    ) -> AsyncIterator[driver_pb2.Offer]:
+        try:
+            driver_id = validation.identifier("driver_id", request.driver_id)
+            if not await self.registry.exists(driver_id):
+                raise NotFound("driver", request.driver_id)
+        except (InvalidArgument, NotFound) as error:
+            await context.abort(error.code, str(error))
+            return
+        queue = self.hub.connect(str(driver_id))
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self.hub.disconnect(str(driver_id), queue)
+
+    async def _reserved(self, ride_id: str, driver_id: str, fence: int) -> tuple[uuid.UUID, uuid.UUID]:
+        ride = validation.identifier("ride_id", ride_id)
+        driver = validation.identifier("driver_id", driver_id)
+        if fence <= 0:
+            raise InvalidArgument("fence", "must be the positive token of the offer")
+        if not await self.registry.holds(driver, ride, fence):
+            raise FailedPrecondition(f"driver {driver_id} holds no reservation for ride {ride_id} with fence {fence}")
+        return ride, driver
+
+    @grpc_errors
+    async def RespondToOffer(self, request: driver_pb2.OfferResponse, context: Context) -> driver_pb2.OfferResponseAck:
+        ride, driver = await self._reserved(request.ride_id, request.driver_id, request.fence)
+        with ride_scope(str(ride)):
+            # One message id per offer: whatever the app sends twice, the first answer counts.
+            message_id = f"{ride}:offer:{request.fence}"
+            if request.accept:
+                accepted = saga_pb2.DriverAccepted(driver_id=str(driver), fence=request.fence, attempt=request.attempt)
+                env = envelope(self.clock, message_id, str(ride), "", driver_accepted=accepted)
+            else:
+                declined = saga_pb2.DriverDeclined(
+                    driver_id=str(driver), fence=request.fence, attempt=request.attempt, reason="declined"
+                )
+                env = envelope(self.clock, message_id, str(ride), "", driver_declined=declined)
+            await self.publisher.send(outgoing(REPLIES, env))
+        return driver_pb2.OfferResponseAck()
+
+    @grpc_errors
+    async def CompleteTrip(
+        self, request: driver_pb2.CompleteTripRequest, context: Context
+    ) -> driver_pb2.CompleteTripAck:
+        ride, driver = await self._reserved(request.ride_id, request.driver_id, request.fence)
+        with ride_scope(str(ride)):
+            done = saga_pb2.TripCompleted(driver_id=str(driver), fence=request.fence)
+            env = envelope(self.clock, f"{ride}:completed:{request.fence}", str(ride), "", trip_completed=done)
+            await self.publisher.send(outgoing(REPLIES, env))
+        return driver_pb2.CompleteTripAck()
 
     @grpc_errors
     async def RegisterDriver(self, request: driver_pb2.RegisterDriverRequest, context: Context) -> driver_pb2.Driver:
@@ -84,7 +158,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         return await probe(SPEC.name, ready, [])
 
 
-async def register(server: grpc.aio.Server) -> Callable[[], Awaitable[None]]:
+async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     settings = config.load(SPEC.name)
     RedisInstrumentor().instrument()
     pool = await db.open_pool(settings.postgres_dsn(SPEC.name))
@@ -93,15 +167,30 @@ async def register(server: grpc.aio.Server) -> Callable[[], Awaitable[None]]:
     client = aioredis.Redis.from_url(
         settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=5
     )
+    clock = HybridLogicalClock()
+    hub = OfferHub()
+    publisher = Publisher(settings.kafka_bootstrap)
+    registry, locations = DriverRegistry(pool), DriverLocations(client)
     driver_pb2_grpc.add_DriverServiceServicer_to_server(
-        DriverServicer(DriverRegistry(pool), DriverLocations(client)), server
+        DriverServicer(registry, locations, hub, publisher, clock), server
     )
-
-    async def close() -> None:
-        await client.aclose()
-        await pool.close()
-
-    return close
+    participant = DriverParticipant(pool, locations, hub, clock)
+    loop = TransactionalLoop(
+        LoopConfig(
+            name="driver-participant",
+            bootstrap=settings.kafka_bootstrap,
+            group_id="driver-participant",
+            transactional_id="driver-participant",
+            topics=("driver.commands",),
+            dead_letter_topic="ridesaga.dlq",
+        ),
+        participant.handle,
+        participant.settled,
+    )
+    lifecycle.on_close(pool.close)
+    lifecycle.on_close(client.aclose)
+    lifecycle.on_close(publisher.close)
+    lifecycle.spawn("driver-participant", loop.run)
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """The simulated driver fleet: registers drivers once (their ids survive restarts in a
-state file) and streams each driver's heartbeats to the driver service through its
-sidecar, reconnecting with jittered backoff when the stream breaks."""
+state file), streams each driver's heartbeats to the driver service through its
+sidecar, and answers ride offers: most are accepted, and an accepted ride is driven and
+reported complete a moment later. Broken streams reconnect with jittered backoff."""
 
 from __future__ import annotations
 
@@ -26,17 +27,26 @@ from services.shared.topology import INFRA, service
 log = logging.getLogger("fleet")
 
 HEARTBEAT_SECONDS = 2.0
+THINK_SECONDS = (0.1, 0.6)
+RIDE_SECONDS = (0.5, 2.0)
 CALL_TIMEOUT_SECONDS = 5.0
 BACKOFF_CAP_SECONDS = 10.0
 
 
-def _settings() -> tuple[int, Path, str]:
+def _settings() -> tuple[int, float, Path, str]:
     raw = os.environ.get("RIDESAGA_FLEET_SIZE", "30")
     if not raw.isdigit() or not 0 < int(raw) <= 1000:
         raise SystemExit(f"fleet: RIDESAGA_FLEET_SIZE must be an integer in 1..1000, got {raw!r}")
+    rate = os.environ.get("RIDESAGA_FLEET_ACCEPT_RATE", "0.9")
+    try:
+        accept_rate = float(rate)
+    except ValueError:
+        accept_rate = -1.0
+    if not 0.0 <= accept_rate <= 1.0:
+        raise SystemExit(f"fleet: RIDESAGA_FLEET_ACCEPT_RATE must be a number in 0..1, got {rate!r}")
     state = Path(os.environ.get("RIDESAGA_FLEET_STATE", "fleet.json"))
     target = os.environ.get("RIDESAGA_DRIVER_TARGET", f"127.0.0.1:{service('driver').ingress_port}")
-    return int(raw), state, target
+    return int(raw), accept_rate, state, target
 
 
 async def _registered(
@@ -81,8 +91,51 @@ async def _drive(stub: driver_pb2_grpc.DriverServiceAsyncStub, driver_id: str, r
         await asyncio.sleep(rng.uniform(0, min(BACKOFF_CAP_SECONDS, 0.5 * 2**attempt)))
 
 
+async def _answer(
+    stub: driver_pb2_grpc.DriverServiceAsyncStub,
+    driver_id: str,
+    offer: driver_pb2.Offer,
+    accept: bool,
+    rng: random.Random,
+) -> None:
+    await asyncio.sleep(rng.uniform(*THINK_SECONDS))
+    await stub.RespondToOffer(
+        driver_pb2.OfferResponse(
+            ride_id=offer.ride_id, driver_id=driver_id, fence=offer.fence, attempt=offer.attempt, accept=accept
+        ),
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    if accept:
+        await asyncio.sleep(rng.uniform(*RIDE_SECONDS))
+        await stub.CompleteTrip(
+            driver_pb2.CompleteTripRequest(ride_id=offer.ride_id, driver_id=driver_id, fence=offer.fence),
+            timeout=CALL_TIMEOUT_SECONDS,
+        )
+
+
+async def _take_offers(
+    stub: driver_pb2_grpc.DriverServiceAsyncStub, driver_id: str, accept_rate: float, rng: random.Random
+) -> None:
+    attempt = 0
+    while True:
+        try:
+            async for offer in stub.WatchOffers(driver_pb2.WatchOffersRequest(driver_id=driver_id)):
+                attempt = 0
+                try:
+                    await _answer(stub, driver_id, offer, rng.random() < accept_rate, rng)
+                except grpc.aio.AioRpcError as error:
+                    log.warning(
+                        "answering an offer failed",
+                        extra={"fields": {"driver_id": driver_id, "ride_id": offer.ride_id, "code": error.code().name}},
+                    )
+        except grpc.aio.AioRpcError as error:
+            log.warning("offer stream broke", extra={"fields": {"driver_id": driver_id, "code": error.code().name}})
+        attempt += 1
+        await asyncio.sleep(rng.uniform(0, min(BACKOFF_CAP_SECONDS, 0.5 * 2**attempt)))
+
+
 async def run() -> None:
-    size, state, target = _settings()
+    size, accept_rate, state, target = _settings()
     setup_logging("fleet")
     provider = setup_tracing("fleet", f"http://127.0.0.1:{INFRA.jaeger_otlp_grpc}", "local", 1.0)
     rng = random.Random()
@@ -95,6 +148,10 @@ async def run() -> None:
         ids = await _registered(stub, size, state, rng)
         log.info("fleet on the road", extra={"fields": {"drivers": len(ids)}})
         drivers = [asyncio.create_task(_drive(stub, driver_id, random.Random(driver_id))) for driver_id in ids]
+        drivers += [
+            asyncio.create_task(_take_offers(stub, driver_id, accept_rate, random.Random(f"offers-{driver_id}")))
+            for driver_id in ids
+        ]
         await stopping.wait()
         for task in drivers:
             task.cancel()

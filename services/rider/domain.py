@@ -1,4 +1,4 @@
-"""Riders: plain data and the rules for creating one; no I/O."""
+"""Riders and ride requests: plain data and the rules for creating them; no I/O."""
 
 from __future__ import annotations
 
@@ -6,13 +6,43 @@ import uuid
 from dataclasses import dataclass
 
 from services.shared import validation
+from services.shared.errors import InvalidArgument
+
+PAYMENT_METHODS = ("tok_visa", "tok_mastercard", "tok_chargeDeclined")
 
 
 @dataclass(frozen=True)
 class Rider:
     rider_id: uuid.UUID
     name: str
+    payment_method: str
 
 
-def new_rider(name: str) -> Rider:
-    return Rider(rider_id=uuid.uuid4(), name=validation.name("name", name))
+@dataclass(frozen=True)
+class RideRequest:
+    rider_id: uuid.UUID
+    pickup: tuple[float, float]
+    dropoff: tuple[float, float]
+
+    def params(self) -> dict[str, object]:
+        return {"pickup": list(self.pickup), "dropoff": list(self.dropoff)}
+
+
+def new_rider(name: str, payment_method: str) -> Rider:
+    method = payment_method or "tok_visa"
+    if method not in PAYMENT_METHODS:
+        raise InvalidArgument("payment_method", f"must be one of {', '.join(PAYMENT_METHODS)}, got {method[:64]!r}")
+    return Rider(rider_id=uuid.uuid4(), name=validation.name("name", name), payment_method=method)
+
+
+def ride_request(rider_id: str, pickup: tuple[float, float] | None, dropoff: tuple[float, float] | None) -> RideRequest:
+    rider = validation.identifier("rider_id", rider_id)
+    if pickup is None:
+        raise InvalidArgument("pickup", "is required")
+    if dropoff is None:
+        raise InvalidArgument("dropoff", "is required")
+    start = validation.coordinates("pickup", *pickup)
+    end = validation.coordinates("dropoff", *dropoff)
+    if start == end:
+        raise InvalidArgument("dropoff", "must differ from pickup")
+    return RideRequest(rider, start, end)

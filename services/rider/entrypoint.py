@@ -1,38 +1,62 @@
-"""The rider service: a thin grpc.aio servicer mapping protobuf to the rider domain."""
+"""The rider service, the edge: riders, and ride requests with Stripe-style idempotency
+keys and one live ride per rider. Reads and cancels are forwarded to trip."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
-from ridesaga.trip.v1 import trip_pb2_grpc
-from services.rider.adapters import RiderStore
-from services.rider.domain import Rider, new_rider
-from services.shared import config, db, mesh, validation
-from services.shared.errors import NotFound, grpc_errors
-from services.shared.grpc_server import Context, serve
+from ridesaga.trip.v1 import trip_pb2, trip_pb2_grpc
+from services.rider.adapters import RequestStore, RiderStore
+from services.rider.domain import Rider, RideRequest, new_rider, ride_request
+from services.shared import config, db, idempotency, mesh, validation
+from services.shared.errors import DomainError, FailedPrecondition, NotFound, grpc_errors
+from services.shared.grpc_server import Context, Lifecycle, serve
+from services.shared.periodic import every
 from services.shared.probe import probe
+from services.shared.telemetry import ride_scope
 from services.shared.topology import service
 
 SPEC = service("rider")
+TRIP_TIMEOUT_SECONDS = 5.0
+REAP_INTERVAL_SECONDS = 60.0
+
+
+class Forwarded(DomainError):
+    """An error answered by trip, passed on to the caller unchanged."""
+
+    def __init__(self, error: grpc.aio.AioRpcError) -> None:
+        super().__init__(error.details() or error.code().name)
+        self.code = error.code()
 
 
 def _to_proto(rider: Rider) -> rider_pb2.Rider:
-    return rider_pb2.Rider(rider_id=str(rider.rider_id), name=rider.name)
+    return rider_pb2.Rider(rider_id=str(rider.rider_id), name=rider.name, payment_method=rider.payment_method)
+
+
+def _point(message: common_pb2.LatLng, present: bool) -> tuple[float, float] | None:
+    return (message.lat, message.lng) if present else None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class RiderServicer(rider_pb2_grpc.RiderServiceServicer):
-    def __init__(self, riders: RiderStore, trip: trip_pb2_grpc.TripServiceAsyncStub) -> None:
+    def __init__(self, riders: RiderStore, requests: RequestStore, trip: trip_pb2_grpc.TripServiceAsyncStub) -> None:
         self.riders = riders
+        self.requests = requests
         self.trip = trip
 
     @grpc_errors
     async def CreateRider(self, request: rider_pb2.CreateRiderRequest, context: Context) -> rider_pb2.Rider:
-        rider = new_rider(request.name)
+        rider = new_rider(request.name, request.payment_method)
         await self.riders.add(rider)
         return _to_proto(rider)
 
@@ -43,23 +67,128 @@ class RiderServicer(rider_pb2_grpc.RiderServiceServicer):
             raise NotFound("rider", request.rider_id)
         return _to_proto(rider)
 
+    async def _trip_ride(self, ride_id: uuid.UUID) -> trip_pb2.Ride | None:
+        try:
+            return await self.trip.GetRide(trip_pb2.GetRideRequest(ride_id=str(ride_id)), timeout=TRIP_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise Forwarded(error) from None
+
+    async def _claim(self, want: RideRequest, ride_id: uuid.UUID) -> None:
+        """Takes the rider's single live-ride slot, freeing it first if its ride has ended."""
+        holder = await self.requests.claim_live_ride(want.rider_id, ride_id)
+        if holder == ride_id:
+            return
+        existing = await self._trip_ride(holder)
+        if existing is not None and existing.terminal:
+            await self.requests.release_live_ride(want.rider_id, holder)
+            if await self.requests.claim_live_ride(want.rider_id, ride_id) == ride_id:
+                return
+        raise FailedPrecondition(f"rider {want.rider_id} already has a live ride {holder}")
+
+    @grpc_errors
+    async def RequestRide(self, request: rider_pb2.RequestRideRequest, context: Context) -> rider_pb2.RideRequested:
+        want = ride_request(
+            request.rider_id,
+            _point(request.pickup, request.HasField("pickup")),
+            _point(request.dropoff, request.HasField("dropoff")),
+        )
+        key = idempotency.validate_key(request.idempotency_key)
+        rider = await self.riders.get(want.rider_id)
+        if rider is None:
+            raise NotFound("rider", request.rider_id)
+        fp = idempotency.fingerprint(want.params())
+        lock_until = _now_ms() + idempotency.LOCK_MS
+        ride_id = uuid.uuid4()
+        recovery = "started"
+        if not await self.requests.create_key(want.rider_id, key, fp, ride_id, lock_until):
+            decision, ride_id, stored = await self.requests.lock_existing(
+                want.rider_id, key, lambda record: idempotency.on_existing_key(record, fp, _now_ms()), lock_until
+            )
+            if isinstance(decision, idempotency.Replay):
+                assert stored is not None
+                return rider_pb2.RideRequested.FromString(stored)
+            recovery = decision.recovery_point
+        with ride_scope(str(ride_id)):
+            try:
+                if recovery == "started":
+                    await self._claim(want, ride_id)
+                    await self.requests.advance(want.rider_id, key, "ride_claimed")
+                started = await self.trip.StartRide(
+                    trip_pb2.StartRideRequest(
+                        ride_id=str(ride_id),
+                        rider_id=str(want.rider_id),
+                        pickup=request.pickup,
+                        dropoff=request.dropoff,
+                        payment_method=rider.payment_method,
+                    ),
+                    timeout=TRIP_TIMEOUT_SECONDS,
+                )
+            except FailedPrecondition:
+                # Refused before anything happened: the key is not used up.
+                await self.requests.forget(want.rider_id, key)
+                raise
+            except grpc.aio.AioRpcError as error:
+                # The ride is claimed; a retry with this key resumes at StartRide.
+                await self.requests.unlock(want.rider_id, key)
+                raise Forwarded(error) from None
+            reply = rider_pb2.RideRequested(ride_id=str(ride_id), state=started.state)
+            await self.requests.finish(want.rider_id, key, reply.SerializeToString())
+            return reply
+
+    @grpc_errors
+    async def GetRide(self, request: rider_pb2.RideRef, context: Context) -> trip_pb2.Ride:
+        ride_id = validation.identifier("ride_id", request.ride_id)
+        ride = await self._trip_ride(ride_id)
+        if ride is None:
+            raise NotFound("ride", request.ride_id)
+        return ride
+
+    async def WatchRide(self, request: rider_pb2.RideRef, context: Context) -> AsyncIterator[trip_pb2.Ride]:
+        try:
+            ride_id = validation.identifier("ride_id", request.ride_id)
+        except DomainError as error:
+            await context.abort(error.code, str(error))
+            return
+        try:
+            async for ride in self.trip.WatchRide(trip_pb2.GetRideRequest(ride_id=str(ride_id))):
+                yield ride
+        except grpc.aio.AioRpcError as error:
+            await context.abort(error.code(), error.details() or "")
+
+    @grpc_errors
+    async def CancelRide(self, request: rider_pb2.RideRef, context: Context) -> trip_pb2.Ride:
+        ride_id = validation.identifier("ride_id", request.ride_id)
+        with ride_scope(str(ride_id)):
+            try:
+                return await self.trip.CancelRide(
+                    trip_pb2.CancelRideRequest(ride_id=str(ride_id), reason="rider_cancelled"),
+                    timeout=TRIP_TIMEOUT_SECONDS,
+                )
+            except grpc.aio.AioRpcError as error:
+                raise Forwarded(error) from None
+
     async def Probe(self, request: common_pb2.ProbeRequest, context: Context) -> common_pb2.ProbeReply:
         return await probe(SPEC.name, lambda: db.ready(self.riders.pool), [("trip", self.trip.Probe)])
 
 
-async def register(server: grpc.aio.Server) -> Callable[[], Awaitable[None]]:
+async def reap_keys(requests: RequestStore, stopping: asyncio.Event) -> None:
+    """Deletes idempotency keys older than 24 hours (kept at least that long)."""
+    await every(REAP_INTERVAL_SECONDS, stopping, requests.reap_keys, "reaping idempotency keys")
+
+
+async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     settings = config.load(SPEC.name)
-    pool = await db.open_pool(settings.postgres_dsn(SPEC.name))
+    pool = await db.open_pool(settings.postgres_dsn(SPEC.name), max_size=16)
     channel = mesh.sidecar_channel(settings.egress_target)
+    requests = RequestStore(pool)
     rider_pb2_grpc.add_RiderServiceServicer_to_server(
-        RiderServicer(RiderStore(pool), trip_pb2_grpc.TripServiceStub(channel)), server
+        RiderServicer(RiderStore(pool), requests, trip_pb2_grpc.TripServiceStub(channel)), server
     )
-
-    async def close() -> None:
-        await channel.close()
-        await pool.close()
-
-    return close
+    lifecycle.on_close(pool.close)
+    lifecycle.on_close(channel.close)
+    lifecycle.spawn("reap-keys", lambda stopping: reap_keys(requests, stopping))
 
 
 def main() -> None:

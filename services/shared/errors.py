@@ -34,6 +34,18 @@ class NotFound(DomainError):
         super().__init__(f"{kind} {ident!r} not found")
 
 
+class FailedPrecondition(DomainError):
+    """The request is well formed but the resource's state forbids it, e.g. capturing a voided charge."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Aborted(DomainError):
+    """A concurrent request conflicts with this one, e.g. one with the same idempotency key is in flight."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 R = TypeVar("R")
 Method = Callable[..., Awaitable[R]]
 

@@ -1,35 +1,145 @@
-"""The trip service: the saga orchestrator's gRPC face."""
+"""The trip service: the saga orchestrator. Its gRPC face starts, reads, watches and
+cancels rides; its transactional loop runs the saga; its sweeper times out stuck steps."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry import trace
 from psycopg_pool import AsyncConnectionPool
 
 from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2_grpc
 from ridesaga.payment.v1 import payment_pb2_grpc
-from ridesaga.trip.v1 import trip_pb2_grpc
-from services.shared import config, db, mesh
-from services.shared.grpc_server import Context, serve
+from ridesaga.saga.v1 import saga_pb2
+from ridesaga.trip.v1 import trip_pb2, trip_pb2_grpc
+from services.shared import config, db, mesh, validation
+from services.shared.clocks import HybridLogicalClock
+from services.shared.eos import LoopConfig, TransactionalLoop
+from services.shared.errors import FailedPrecondition, InvalidArgument, NotFound, grpc_errors
+from services.shared.grpc_server import Context, Lifecycle, serve
+from services.shared.messages import envelope, outgoing
 from services.shared.probe import probe
+from services.shared.publisher import Publisher
+from services.shared.telemetry import ride_scope
 from services.shared.topology import service
+from services.trip import adapters, fares, saga
+from services.trip.orchestrator import Orchestrator
+from services.trip.sweeper import TRIP_COMMANDS, Sweeper
 
 SPEC = service("trip")
+WATCH_POLL_SECONDS = 0.2
+MAX_PAYMENT_METHOD = 64
+
+
+def _point(field: str, where: common_pb2.LatLng, present: bool) -> saga.Point:
+    if not present:
+        raise InvalidArgument(field, "is required")
+    lat, lng = validation.coordinates(field, where.lat, where.lng)
+    return saga.Point(lat, lng)
 
 
 class TripServicer(trip_pb2_grpc.TripServiceServicer):
     def __init__(
         self,
         pool: AsyncConnectionPool,
+        publisher: Publisher,
+        clock: HybridLogicalClock,
         driver: driver_pb2_grpc.DriverServiceAsyncStub,
         payment: payment_pb2_grpc.PaymentServiceAsyncStub,
     ) -> None:
         self.pool = pool
+        self.publisher = publisher
+        self.clock = clock
         self.driver = driver
         self.payment = payment
+
+    async def _view(self, ride_id: str) -> trip_pb2.Ride:
+        async with self.pool.connection() as conn:
+            ride = await adapters.load_ride(conn, ride_id)
+            if ride is None:
+                raise NotFound("ride", ride_id)
+            steps = await adapters.steps(conn, ride_id)
+            trace_id = await adapters.trace_id(conn, ride_id)
+        return trip_pb2.Ride(
+            ride_id=ride.ride_id,
+            rider_id=ride.rider_id,
+            state=ride.state.value,
+            fare_cents=ride.fare_cents,
+            driver_id=ride.driver_id,
+            hold_id=ride.hold_id,
+            outcome=ride.outcome,
+            pickup=common_pb2.LatLng(lat=ride.pickup.lat, lng=ride.pickup.lng),
+            dropoff=common_pb2.LatLng(lat=ride.dropoff.lat, lng=ride.dropoff.lng),
+            steps=[
+                trip_pb2.SagaStep(step=s.step, status=s.status, detail=s.detail, hlc=s.hlc, at_ms=s.at_ms)
+                for s in steps
+            ],
+            trace_id=trace_id,
+            terminal=ride.state in saga.TERMINAL,
+        )
+
+    @grpc_errors
+    async def StartRide(self, request: trip_pb2.StartRideRequest, context: Context) -> trip_pb2.Ride:
+        ride_id = str(validation.identifier("ride_id", request.ride_id))
+        rider_id = str(validation.identifier("rider_id", request.rider_id))
+        pickup = _point("pickup", request.pickup, request.HasField("pickup"))
+        dropoff = _point("dropoff", request.dropoff, request.HasField("dropoff"))
+        method = request.payment_method or "tok_visa"
+        if len(method) > MAX_PAYMENT_METHOD:
+            raise InvalidArgument("payment_method", f"must be at most {MAX_PAYMENT_METHOD} characters")
+        ride = saga.Ride(ride_id, rider_id, method, pickup, dropoff, fares.estimate_cents(pickup, dropoff))
+        with ride_scope(ride_id):
+            span_context = trace.get_current_span().get_span_context()
+            async with self.pool.connection() as conn:
+                await adapters.insert_ride(conn, ride, f"{span_context.trace_id:032x}")
+            # Sent even if the ride existed: a retry after a crash between the insert and
+            # this send still starts the saga; the orchestrator ignores a second start.
+            body = saga_pb2.RideRequested(
+                rider_id=rider_id,
+                pickup=request.pickup,
+                dropoff=request.dropoff,
+                fare_cents=ride.fare_cents,
+                payment_method=method,
+            )
+            env = envelope(self.clock, f"{ride_id}:requested", ride_id, "", ride_requested=body)
+            await self.publisher.send(outgoing(TRIP_COMMANDS, env))
+            return await self._view(ride_id)
+
+    @grpc_errors
+    async def GetRide(self, request: trip_pb2.GetRideRequest, context: Context) -> trip_pb2.Ride:
+        return await self._view(str(validation.identifier("ride_id", request.ride_id)))
+
+    async def WatchRide(self, request: trip_pb2.GetRideRequest, context: Context) -> AsyncIterator[trip_pb2.Ride]:
+        try:
+            ride_id = str(validation.identifier("ride_id", request.ride_id))
+            last = await self._view(ride_id)
+        except (InvalidArgument, NotFound) as error:
+            await context.abort(error.code, str(error))
+            return
+        yield last
+        while not last.terminal:
+            await asyncio.sleep(WATCH_POLL_SECONDS)
+            current = await self._view(ride_id)
+            if current.state != last.state:
+                yield current
+            last = current
+
+    @grpc_errors
+    async def CancelRide(self, request: trip_pb2.CancelRideRequest, context: Context) -> trip_pb2.Ride:
+        ride_id = str(validation.identifier("ride_id", request.ride_id))
+        with ride_scope(ride_id):
+            current = await self._view(ride_id)
+            if current.terminal:
+                return current
+            if saga.State(current.state) not in saga.BEFORE_PIVOT:
+                raise FailedPrecondition(f"ride {ride_id} is {current.state}: it can no longer be cancelled")
+            body = saga_pb2.CancelRequested(reason=request.reason or "rider_cancelled")
+            env = envelope(self.clock, f"{ride_id}:cancel", ride_id, "", cancel_requested=body)
+            await self.publisher.send(outgoing(TRIP_COMMANDS, env))
+            return current
 
     async def Probe(self, request: common_pb2.ProbeRequest, context: Context) -> common_pb2.ProbeReply:
         return await probe(
@@ -39,20 +149,38 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
         )
 
 
-async def register(server: grpc.aio.Server) -> Callable[[], Awaitable[None]]:
+async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     settings = config.load(SPEC.name)
-    pool = await db.open_pool(settings.postgres_dsn(SPEC.name))
+    pool = await db.open_pool(settings.postgres_dsn(SPEC.name), max_size=12)
     channel = mesh.sidecar_channel(settings.egress_target)
+    clock = HybridLogicalClock()
+    publisher = Publisher(settings.kafka_bootstrap)
     trip_pb2_grpc.add_TripServiceServicer_to_server(
-        TripServicer(pool, driver_pb2_grpc.DriverServiceStub(channel), payment_pb2_grpc.PaymentServiceStub(channel)),
+        TripServicer(
+            pool,
+            publisher,
+            clock,
+            driver_pb2_grpc.DriverServiceStub(channel),
+            payment_pb2_grpc.PaymentServiceStub(channel),
+        ),
         server,
     )
-
-    async def close() -> None:
-        await channel.close()
-        await pool.close()
-
-    return close
+    loop = TransactionalLoop(
+        LoopConfig(
+            name="trip-orchestrator",
+            bootstrap=settings.kafka_bootstrap,
+            group_id="trip-orchestrator",
+            transactional_id="trip-orchestrator",
+            topics=(TRIP_COMMANDS, "trip.replies"),
+            dead_letter_topic="ridesaga.dlq",
+        ),
+        Orchestrator(pool, clock).handle,
+    )
+    lifecycle.on_close(pool.close)
+    lifecycle.on_close(channel.close)
+    lifecycle.on_close(publisher.close)
+    lifecycle.spawn("orchestrator", loop.run)
+    lifecycle.spawn("sweeper", Sweeper(pool, publisher, clock).run)
 
 
 def main() -> None:

@@ -1,9 +1,29 @@
--- Double-entry ledger: every movement is a set of entries that sum to zero per ride.
+-- Holds placed at the psp for each ride, and what became of them.
+CREATE TABLE holds (
+    ride_id          uuid PRIMARY KEY,
+    charge_id        text NOT NULL,
+    authorized_cents bigint NOT NULL CHECK (authorized_cents > 0),
+    captured_cents   bigint NOT NULL DEFAULT 0 CHECK (captured_cents >= 0),
+    status           text NOT NULL CHECK (status IN ('AUTHORIZED', 'CAPTURED', 'VOIDED')),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    CHECK (captured_cents <= authorized_cents)
+);
+
+-- Double-entry ledger: every money movement is a set of entries that sum to zero.
 CREATE TABLE ledger_entries (
     entry_id     bigserial PRIMARY KEY,
     ride_id      uuid NOT NULL,
-    account      text NOT NULL,
+    account      text NOT NULL CHECK (account IN ('rider', 'driver', 'platform')),
     amount_cents bigint NOT NULL,
+    message_id   text NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ledger_entries_ride ON ledger_entries (ride_id);
+
+-- Idempotent participant: a command's effect and this record commit together; a
+-- redelivered command gets the stored reply.
+CREATE TABLE handled_commands (
+    message_id text PRIMARY KEY,
+    reply      bytea NOT NULL,
+    handled_at timestamptz NOT NULL DEFAULT now()
+);

@@ -1,0 +1,147 @@
+"""The invariant checker (SPEC section 7, properties 1, 2, 3, 4, 7 and 8).
+
+`check(snapshot)` is pure: it takes what the system recorded (trip's rides and saga log,
+payment's holds and ledger, driver's reservations, rider's acknowledged requests) and
+what the psp recorded on its own, and lists every violation. `collect()` reads a
+snapshot from the live databases and the psp's API."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import psycopg
+
+from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
+from services.shared.topology import INFRA, service
+
+TERMINAL = {"COMPLETED", "CANCELLED"}
+LIVE_WITH_DRIVER = {"OFFERED", "ACCEPTED", "CAPTURING"}
+
+
+@dataclass(frozen=True)
+class RideRecord:
+    state: str
+    outcome: str
+    driver_id: str
+    fare_cents: int
+
+
+@dataclass(frozen=True)
+class Movement:
+    charge_id: str
+    kind: str  # AUTHORIZE, CAPTURE, VOID, REFUND
+    amount_cents: int
+
+
+@dataclass
+class Snapshot:
+    rides: dict[str, RideRecord] = field(default_factory=dict)
+    saga_log: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    ledger: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    reservations: dict[str, str] = field(default_factory=dict)  # driver_id -> ride_id
+    movements: dict[str, list[Movement]] = field(default_factory=dict)  # ride_id -> psp movements
+    acknowledged: set[str] = field(default_factory=set)  # ride ids answered to riders
+
+
+def check(s: Snapshot) -> dict[str, list[Any]]:
+    v: dict[str, list[Any]] = defaultdict(list)
+    for ride_id, moves in s.movements.items():
+        kinds = Counter(m.kind for m in moves)
+        # Property 1: one hold and at most one capture per ride.
+        if kinds["CAPTURE"] > 1 or kinds["AUTHORIZE"] > 1:
+            v["charged_twice"].append({"ride_id": ride_id, "movements": dict(kinds)})
+        held = sum(m.amount_cents for m in moves if m.kind == "AUTHORIZE")
+        captured = sum(m.amount_cents for m in moves if m.kind == "CAPTURE")
+        # Property 3: captured <= authorized.
+        if captured > held:
+            v["captured_more_than_authorized"].append({"ride_id": ride_id, "held": held, "captured": captured})
+        ride = s.rides.get(ride_id)
+        if ride is None:
+            v["money_for_unknown_ride"].append(ride_id)
+            continue
+        # Property 4: no hold left open for a cancelled ride.
+        if ride.state == "CANCELLED" and kinds["AUTHORIZE"] > kinds["VOID"] + kinds["CAPTURE"]:
+            v["open_hold_on_cancelled_ride"].append(ride_id)
+        if ride.state == "CANCELLED" and captured:
+            v["cancelled_ride_charged"].append({"ride_id": ride_id, "captured": captured})
+        # Property 3: the ledger agrees with the money the psp moved.
+        debited = -sum(c for account, c in s.ledger.get(ride_id, []) if account == "rider")
+        if debited != captured:
+            v["ledger_disagrees_with_psp"].append({"ride_id": ride_id, "ledger": debited, "psp": captured})
+    for ride_id, ride in s.rides.items():
+        # Property 2: every ride reaches a terminal state.
+        if ride.state not in TERMINAL:
+            v["not_terminal"].append({"ride_id": ride_id, "state": ride.state})
+        if ride.state == "COMPLETED" and not any(m.kind == "CAPTURE" for m in s.movements.get(ride_id, [])):
+            v["completed_without_capture"].append(ride_id)
+        # Property 3: each ride's entries sum to zero.
+        total = sum(c for _, c in s.ledger.get(ride_id, []))
+        if total != 0:
+            v["unbalanced_ledger"].append({"ride_id": ride_id, "sum": total})
+        # Property 8: nothing compensated after the pivot; compensations in reverse order.
+        log = s.saga_log.get(ride_id, [])
+        pivot = next((i for i, entry in enumerate(log) if entry == ("driver_accepts", "ok")), None)
+        compensated = [i for i, (_, status) in enumerate(log) if status in ("compensating", "compensated")]
+        if pivot is not None and compensated:
+            v["compensated_after_pivot"].append(ride_id)
+        order = [step for step, status in log if status == "compensated"]
+        if (
+            order.count("void_payment")
+            and order.count("release_driver")
+            and order.index("void_payment") < order.index("release_driver")
+        ):
+            v["compensations_out_of_order"].append(ride_id)
+    # Property 4: no driver reserved by two live rides, none held by a finished one.
+    by_driver: defaultdict[str, list[str]] = defaultdict(list)
+    for ride_id, ride in s.rides.items():
+        if ride.state in LIVE_WITH_DRIVER and ride.driver_id:
+            by_driver[ride.driver_id].append(ride_id)
+    for driver_id, rides in by_driver.items():
+        if len(rides) > 1:
+            v["driver_on_two_rides"].append({"driver_id": driver_id, "rides": sorted(rides)})
+    for driver_id, ride_id in s.reservations.items():
+        ride = s.rides.get(ride_id)
+        if ride is not None and ride.state in TERMINAL:
+            v["driver_held_by_finished_ride"].append({"driver_id": driver_id, "ride_id": ride_id})
+    # Property 7: no acknowledged request lost.
+    for ride_id in sorted(s.acknowledged - set(s.rides)):
+        v["acknowledged_ride_lost"].append(ride_id)
+    return dict(v)
+
+
+def _rows(dbname: str, sql: str) -> list[tuple[Any, ...]]:
+    conninfo = f"host=127.0.0.1 port={INFRA.postgres} dbname={dbname} user=postgres"
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(sql.encode()).fetchall()
+
+
+def collect() -> Snapshot:
+    s = Snapshot()
+    for ride_id, state, outcome, driver_id, fare in _rows(
+        "trip", "SELECT ride_id, state, outcome, driver_id, fare_cents FROM rides"
+    ):
+        s.rides[str(ride_id)] = RideRecord(state, outcome, driver_id, fare)
+    for ride_id, step, status in _rows("trip", "SELECT ride_id, step, status FROM saga_log ORDER BY seq"):
+        s.saga_log.setdefault(str(ride_id), []).append((step, status))
+    for ride_id, account, cents in _rows("payment", "SELECT ride_id, account, amount_cents FROM ledger_entries"):
+        s.ledger.setdefault(str(ride_id), []).append((account, cents))
+    for driver_id, ride_id in _rows("driver", "SELECT driver_id, ride_id FROM drivers WHERE ride_id IS NOT NULL"):
+        s.reservations[str(driver_id)] = str(ride_id)
+    for (ride_id,) in _rows("rider", "SELECT ride_id FROM idempotency_keys WHERE response IS NOT NULL"):
+        s.acknowledged.add(str(ride_id))
+    with grpc.insecure_channel(f"127.0.0.1:{service('psp').ingress_port}") as channel:
+        reply = psp_pb2_grpc.PspServiceStub(channel).ListMovements(psp_pb2.ListMovementsRequest(), timeout=30)
+    for m in reply.movements:
+        ride_id = m.description.removeprefix("ride ")
+        s.movements.setdefault(ride_id, []).append(
+            Movement(m.charge_id, psp_pb2.MovementKind.Name(m.kind), m.amount_cents)
+        )
+    return s
+
+
+def report(s: Snapshot) -> dict[str, Any]:
+    violations = check(s)
+    return {"valid": not violations, "rides": len(s.rides), "violations": violations}

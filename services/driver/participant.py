@@ -1,0 +1,146 @@
+"""Driver's side of the saga: reserve the nearest available driver under a fencing
+token, and release a reservation only if the token still matches.
+
+Property: a driver is reserved for at most one ride (the reservation is a conditional
+UPDATE of its row); a stale release (an older token) changes nothing. The reservation
+and the handled-command record commit together; a redelivered command gets the stored
+reply."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from psycopg_pool import AsyncConnectionPool
+
+from ridesaga.driver.v1 import driver_pb2
+from ridesaga.saga.v1 import saga_pb2
+from services.driver import domain
+from services.driver.adapters import DriverLocations
+from services.driver.offers import OfferHub
+from services.shared.clocks import HybridLogicalClock, Timestamp
+from services.shared.messages import Outgoing, Poison, envelope, outgoing
+
+REPLIES = "trip.replies"
+MATCH_RADIUS_KM = 15.0
+CANDIDATES = 20
+
+
+class DriverParticipant:
+    def __init__(
+        self, pool: AsyncConnectionPool, locations: DriverLocations, hub: OfferHub, clock: HybridLogicalClock
+    ) -> None:
+        self.pool = pool
+        self.locations = locations
+        self.hub = hub
+        self.clock = clock
+        self.pending: list[tuple[str, driver_pb2.Offer]] = []
+
+    def settled(self, committed: bool) -> None:
+        """Offers go out only once the DriverOffered reply is committed: the trip must
+        learn of the reservation before it can learn of the answer."""
+        if committed:
+            for driver_id, offer in self.pending:
+                self.hub.push(driver_id, offer)
+        self.pending.clear()
+
+    async def handle(self, env: saga_pb2.Envelope) -> list[Outgoing]:
+        try:
+            self.clock.observe(Timestamp.parse(env.hlc))
+        except ValueError as error:
+            raise Poison(str(error)) from None
+        kind = env.WhichOneof("body")
+        if kind not in ("reserve_driver", "release_driver"):
+            raise Poison(f"driver does not handle messages of type {kind!r}")
+        async with self.pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT reply FROM handled_commands WHERE message_id = %s", (env.message_id,))
+            ).fetchone()
+        if row is not None:
+            reply = saga_pb2.Envelope.FromString(row[0])
+        elif kind == "reserve_driver":
+            reply = await self._reserve(env)
+        else:
+            reply = await self._release(env)
+        if reply.WhichOneof("body") == "driver_offered":
+            await self._offer(env, reply.driver_offered)
+        return [outgoing(REPLIES, reply)]
+
+    async def _reserve(self, env: saga_pb2.Envelope) -> saga_pb2.Envelope:
+        cmd = env.reserve_driver
+        center = domain.position("pickup", cmd.pickup.lat, cmd.pickup.lng)
+        query = domain.nearby_query(center, MATCH_RADIUS_KM, CANDIDATES)
+        now = time.time() * 1000
+        excluded = set(cmd.exclude_driver_ids)
+        candidates = [
+            driver_id
+            for driver_id, _, heard in await self.locations.nearby(query)
+            if domain.is_available(heard, now) and driver_id not in excluded
+        ]
+        reply_id = f"{env.message_id}:reply"
+        async with self.pool.connection() as conn, conn.transaction():
+            reply = envelope(
+                self.clock,
+                reply_id,
+                env.ride_id,
+                env.message_id,
+                no_driver_available=saga_pb2.NoDriverAvailable(attempt=cmd.attempt),
+            )
+            for driver_id in candidates:
+                reserved = await (
+                    await conn.execute(
+                        "UPDATE drivers SET ride_id = %s, fence = nextval('driver_fence')"
+                        " WHERE driver_id = %s AND ride_id IS NULL RETURNING fence",
+                        (env.ride_id, uuid.UUID(driver_id)),
+                    )
+                ).fetchone()
+                if reserved is not None:
+                    offered = saga_pb2.DriverOffered(driver_id=driver_id, fence=reserved[0], attempt=cmd.attempt)
+                    reply = envelope(self.clock, reply_id, env.ride_id, env.message_id, driver_offered=offered)
+                    break
+            await conn.execute(
+                "INSERT INTO handled_commands (message_id, reply) VALUES (%s, %s)",
+                (env.message_id, reply.SerializeToString()),
+            )
+        return reply
+
+    async def _release(self, env: saga_pb2.Envelope) -> saga_pb2.Envelope:
+        cmd = env.release_driver
+        async with self.pool.connection() as conn, conn.transaction():
+            # Fenced: only the holder of the current token releases the reservation.
+            await conn.execute(
+                "UPDATE drivers SET ride_id = NULL WHERE driver_id = %s AND ride_id = %s AND fence = %s",
+                (uuid.UUID(cmd.driver_id), env.ride_id, cmd.fence),
+            )
+            reply = envelope(
+                self.clock,
+                f"{env.message_id}:reply",
+                env.ride_id,
+                env.message_id,
+                driver_released=saga_pb2.DriverReleased(driver_id=cmd.driver_id),
+            )
+            await conn.execute(
+                "INSERT INTO handled_commands (message_id, reply) VALUES (%s, %s)",
+                (env.message_id, reply.SerializeToString()),
+            )
+        return reply
+
+    async def _offer(self, env: saga_pb2.Envelope, offered: saga_pb2.DriverOffered) -> None:
+        """Queues the offer for the driver's app, if the reservation still stands."""
+        async with self.pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT 1 FROM drivers WHERE driver_id = %s AND ride_id = %s AND fence = %s",
+                    (uuid.UUID(offered.driver_id), env.ride_id, offered.fence),
+                )
+            ).fetchone()
+        if row is not None and env.WhichOneof("body") == "reserve_driver":
+            cmd = env.reserve_driver
+            offer = driver_pb2.Offer(
+                ride_id=env.ride_id,
+                fence=offered.fence,
+                attempt=offered.attempt,
+                pickup=cmd.pickup,
+                dropoff=cmd.dropoff,
+            )
+            self.pending.append((offered.driver_id, offer))

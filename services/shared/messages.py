@@ -1,0 +1,70 @@
+"""Saga messages on Kafka: the envelope, its record headers and its keys.
+
+Every record is keyed by ride id (one ride's messages stay ordered on one partition),
+carries its HLC time in the envelope and the W3C trace context in its headers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+from opentelemetry import propagate
+
+from ridesaga.saga.v1 import saga_pb2
+from services.shared.clocks import HybridLogicalClock
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+class Poison(Exception):
+    """A record that can never be processed: it goes to the dead-letter topic."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+def envelope(
+    clock: HybridLogicalClock, message_id: str, ride_id: str, causation_id: str, **body: object
+) -> saga_pb2.Envelope:
+    """Builds an envelope with exactly one body field, e.g. authorize_payment=AuthorizePayment(...)."""
+    if len(body) != 1:
+        raise ValueError("an envelope carries exactly one body")
+    ((kind, message),) = body.items()
+    built = saga_pb2.Envelope(
+        message_id=message_id, ride_id=ride_id, type=kind, hlc=str(clock.now()), causation_id=causation_id
+    )
+    getattr(built, kind).CopyFrom(message)
+    return built
+
+
+def outgoing(topic: str, env: saga_pb2.Envelope) -> Outgoing:
+    """A record to send, with the current trace context injected into its headers."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    headers: Headers = [(k, v.encode()) for k, v in carrier.items()]
+    return Outgoing(topic, env.ride_id.encode(), env.SerializeToString(), headers)
+
+
+def decode(value: bytes | None) -> saga_pb2.Envelope:
+    if not value:
+        raise Poison("empty record")
+    try:
+        env = saga_pb2.Envelope.FromString(value)
+    except DecodeError as error:
+        raise Poison(f"not a saga envelope: {error}") from None
+    kind = env.WhichOneof("body")
+    if kind is None:
+        raise Poison(f"envelope {env.message_id or '?'} has no body (unknown message type {env.type!r}?)")
+    if not env.message_id or not env.ride_id:
+        raise Poison(f"envelope of type {kind} lacks message_id or ride_id")
+    return env
+
+
+def header_carrier(headers: Headers | dict[str, str | bytes | None] | None) -> dict[str, str]:
+    pairs = headers.items() if isinstance(headers, dict) else headers or []
+    return {k: v.decode(errors="replace") if isinstance(v, bytes) else v for k, v in pairs if v is not None}

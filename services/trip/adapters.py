@@ -1,0 +1,148 @@
+"""The trip service's PostgreSQL adapter: rides with their saga state, the saga log and
+the processed-message records that make each transition exactly-once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from services.trip.saga import LogEntry, Point, Ride, State
+
+RIDE_COLUMNS = (
+    "ride_id, rider_id, payment_method, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, fare_cents, state,"
+    " hold_id, driver_id, fence, match_attempt, excluded, cancel_requested, outcome, compensations, deadline_ms"
+)
+
+
+def _ride(row: tuple[Any, ...]) -> Ride:
+    return Ride(
+        ride_id=str(row[0]),
+        rider_id=str(row[1]),
+        payment_method=row[2],
+        pickup=Point(row[3], row[4]),
+        dropoff=Point(row[5], row[6]),
+        fare_cents=row[7],
+        state=State(row[8]),
+        hold_id=row[9],
+        driver_id=row[10],
+        fence=row[11],
+        match_attempt=row[12],
+        excluded=tuple(row[13]),
+        cancel_requested=row[14],
+        outcome=row[15],
+        compensations=tuple(row[16]),
+        deadline_ms=row[17],
+    )
+
+
+@dataclass(frozen=True)
+class StoredStep:
+    step: str
+    status: str
+    detail: str
+    hlc: str
+    at_ms: int
+
+
+async def insert_ride(conn: AsyncConnection[Any], ride: Ride, trace_id: str) -> bool:
+    """Creates the ride if it does not exist; True if this call created it."""
+    cursor = await conn.execute(
+        "INSERT INTO rides (ride_id, rider_id, payment_method, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng,"
+        " fare_cents, state, trace_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (ride_id) DO NOTHING",
+        (
+            ride.ride_id,
+            ride.rider_id,
+            ride.payment_method,
+            ride.pickup.lat,
+            ride.pickup.lng,
+            ride.dropoff.lat,
+            ride.dropoff.lng,
+            ride.fare_cents,
+            ride.state.value,
+            trace_id,
+        ),
+    )
+    return cursor.rowcount == 1
+
+
+async def load_ride(conn: AsyncConnection[Any], ride_id: uuid.UUID | str, *, lock: bool = False) -> Ride | None:
+    sql = f"SELECT {RIDE_COLUMNS} FROM rides WHERE ride_id = %s" + (" FOR UPDATE" if lock else "")
+    row = await (await conn.execute(sql.encode(), (ride_id,))).fetchone()
+    return _ride(row) if row else None
+
+
+async def save_ride(conn: AsyncConnection[Any], ride: Ride) -> None:
+    await conn.execute(
+        "UPDATE rides SET state = %s, hold_id = %s, driver_id = %s, fence = %s, match_attempt = %s, excluded = %s,"
+        " cancel_requested = %s, outcome = %s, compensations = %s, deadline_ms = %s, updated_at = now()"
+        " WHERE ride_id = %s",
+        (
+            ride.state.value,
+            ride.hold_id,
+            ride.driver_id,
+            ride.fence,
+            ride.match_attempt,
+            list(ride.excluded),
+            ride.cancel_requested,
+            ride.outcome,
+            list(ride.compensations),
+            ride.deadline_ms,
+            ride.ride_id,
+        ),
+    )
+
+
+async def append_log(
+    conn: AsyncConnection[Any], ride_id: str, entries: list[tuple[LogEntry, str]], message_id: str
+) -> None:
+    async with conn.cursor() as cursor:
+        await cursor.executemany(
+            "INSERT INTO saga_log (ride_id, step, status, detail, hlc, message_id) VALUES (%s, %s, %s, %s, %s, %s)",
+            [(ride_id, e.step, e.status, e.detail, hlc, message_id) for e, hlc in entries],
+        )
+
+
+async def steps(conn: AsyncConnection[Any], ride_id: str) -> list[StoredStep]:
+    rows = await (
+        await conn.execute(
+            "SELECT step, status, detail, hlc, (extract(epoch FROM at) * 1000)::bigint"
+            " FROM saga_log WHERE ride_id = %s ORDER BY seq",
+            (ride_id,),
+        )
+    ).fetchall()
+    return [StoredStep(*row) for row in rows]
+
+
+async def trace_id(conn: AsyncConnection[Any], ride_id: str) -> str:
+    row = await (await conn.execute("SELECT trace_id FROM rides WHERE ride_id = %s", (ride_id,))).fetchone()
+    return str(row[0]) if row else ""
+
+
+async def processed(conn: AsyncConnection[Any], message_id: str) -> list[tuple[str, bytes]] | None:
+    row = await (
+        await conn.execute("SELECT topics, envelopes FROM processed_messages WHERE message_id = %s", (message_id,))
+    ).fetchone()
+    return list(zip(row[0], row[1], strict=True)) if row else None
+
+
+async def mark_processed(conn: AsyncConnection[Any], message_id: str, outputs: list[tuple[str, bytes]]) -> None:
+    await conn.execute(
+        "INSERT INTO processed_messages (message_id, topics, envelopes) VALUES (%s, %s, %s)",
+        (message_id, [t for t, _ in outputs], [e for _, e in outputs]),
+    )
+
+
+async def overdue(conn: AsyncConnection[Any], now_ms: int, limit: int) -> list[tuple[str, str, int, int]]:
+    """(ride_id, state, match_attempt, deadline_ms) of rides whose step deadline passed."""
+    rows = await (
+        await conn.execute(
+            "SELECT ride_id, state, match_attempt, deadline_ms FROM rides"
+            " WHERE deadline_ms IS NOT NULL AND deadline_ms <= %s ORDER BY deadline_ms LIMIT %s",
+            (now_ms, limit),
+        )
+    ).fetchall()
+    return [(str(r[0]), r[1], r[2], r[3]) for r in rows]

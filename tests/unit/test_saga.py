@@ -1,0 +1,210 @@
+"""The ride saga's state machine, step by step: the happy path, every failure before the
+pivot (compensated in reverse order), the pivot itself, and late or duplicate replies."""
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.trip import saga
+from services.trip.saga import (
+    AuthorizePayment,
+    CancelRequested,
+    CapturePayment,
+    DriverAccepted,
+    DriverDeclined,
+    DriverOffered,
+    DriverReleased,
+    NoDriverAvailable,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentDeclined,
+    PaymentVoided,
+    Point,
+    ReleaseDriver,
+    ReserveDriver,
+    Ride,
+    RideRequested,
+    State,
+    StepTimedOut,
+    TripCompleted,
+    VoidPayment,
+)
+
+NOW = 1_000_000
+RIDE = Ride("r1", "u1", "tok_visa", Point(37.77, -122.42), Point(37.80, -122.41), 1234)
+
+
+def run(ride: Ride, *events: saga.Event) -> tuple[Ride, list[saga.Command]]:
+    commands: list[saga.Command] = []
+    for event in events:
+        decision = saga.decide(ride, event, NOW)
+        ride = decision.ride
+        commands += decision.commands
+    return ride, commands
+
+
+def offered(ride: Ride = RIDE) -> Ride:
+    ride, _ = run(ride, RideRequested(), PaymentAuthorized("h1", 1234), DriverOffered("d1", 7, 1))
+    return ride
+
+
+def test_the_happy_path_authorizes_first_then_matches_then_captures() -> None:
+    ride, commands = run(
+        RIDE,
+        RideRequested(),
+        PaymentAuthorized("h1", 1234),
+        DriverOffered("d1", 7, 1),
+        DriverAccepted("d1", 7, 1),
+        TripCompleted("d1", 7),
+        PaymentCaptured("h1", 1234),
+    )
+    assert ride.state == State.COMPLETED and ride.outcome == "completed" and ride.deadline_ms is None
+    assert commands == [
+        AuthorizePayment(1234),
+        ReserveDriver(1, ()),
+        CapturePayment("h1", 1234, "d1"),
+        ReleaseDriver("d1", 7),
+    ]
+
+
+def test_a_declined_card_cancels_with_nothing_to_undo() -> None:
+    ride, commands = run(RIDE, RideRequested(), PaymentDeclined("card_declined"))
+    assert (ride.state, ride.outcome) == (State.CANCELLED, "card_declined")
+    assert commands == [AuthorizePayment(1234)]
+
+
+def test_cancel_before_pickup_releases_the_driver_then_voids_the_hold() -> None:
+    ride, commands = run(offered(), CancelRequested("rider_cancelled"))
+    assert ride.state == State.COMPENSATING
+    assert commands == [ReleaseDriver("d1", 7)]
+    ride, commands = run(ride, PaymentVoided("h1"))  # out of order: not the compensation awaited
+    assert ride.state == State.COMPENSATING and commands == []
+    ride, commands = run(ride, DriverReleased("d1"))
+    assert commands == [VoidPayment("h1")]
+    ride, commands = run(ride, PaymentVoided("h1"))
+    assert (ride.state, ride.outcome, commands) == (State.CANCELLED, "rider_cancelled", [])
+
+
+def test_no_compensation_after_the_pivot() -> None:
+    ride, _ = run(offered(), DriverAccepted("d1", 7, 1))
+    assert ride.state == State.ACCEPTED
+    decision = saga.decide(ride, CancelRequested("rider_cancelled"), NOW)
+    assert decision.ride == ride and decision.commands == []
+    assert decision.log[0].status == "refused"
+
+
+def test_a_ride_whose_driver_never_reports_the_end_is_completed_forward() -> None:
+    ride, _ = run(offered(), DriverAccepted("d1", 7, 1))
+    ride, commands = run(ride, StepTimedOut("ACCEPTED", 1))
+    assert ride.state == State.CAPTURING and commands == [CapturePayment("h1", 1234, "d1")]
+
+
+def test_a_decline_releases_that_driver_and_rematches_without_them() -> None:
+    ride, commands = run(offered(), DriverDeclined("d1", 7, 1, "declined"))
+    assert ride.state == State.MATCH_BACKOFF and ride.excluded == ("d1",)
+    assert commands == [ReleaseDriver("d1", 7)]
+    ride, commands = run(ride, StepTimedOut("MATCH_BACKOFF", 1))
+    assert ride.state == State.MATCHING and commands == [ReserveDriver(2, ("d1",))]
+
+
+def test_an_unanswered_offer_counts_as_a_decline() -> None:
+    ride, commands = run(offered(), StepTimedOut("OFFERED", 1))
+    assert ride.state == State.MATCH_BACKOFF and commands == [ReleaseDriver("d1", 7)]
+
+
+def test_matching_gives_up_after_the_last_attempt_and_voids_the_hold() -> None:
+    ride, _ = run(RIDE, RideRequested(), PaymentAuthorized("h1", 1234))
+    for attempt in range(1, saga.MAX_MATCH_ATTEMPTS):
+        ride, _ = run(ride, NoDriverAvailable(attempt), StepTimedOut("MATCH_BACKOFF", attempt))
+    ride, commands = run(ride, NoDriverAvailable(saga.MAX_MATCH_ATTEMPTS))
+    assert (ride.state, ride.outcome) == (State.COMPENSATING, "no_driver")
+    assert commands == [VoidPayment("h1")]
+
+
+def test_cancel_while_authorizing_waits_for_the_outcome_then_voids() -> None:
+    ride, _ = run(RIDE, RideRequested(), CancelRequested("rider_cancelled"))
+    assert ride.state == State.AUTHORIZING and ride.cancel_requested
+    ride, commands = run(ride, PaymentAuthorized("h1", 1234))
+    assert ride.state == State.COMPENSATING and commands == [VoidPayment("h1")]
+
+
+def test_a_late_offer_after_cancellation_is_released() -> None:
+    ride, _ = run(RIDE, RideRequested(), PaymentAuthorized("h1", 1234), CancelRequested("rider_cancelled"))
+    ride, commands = run(ride, DriverOffered("d9", 3, 1))
+    assert commands == [ReleaseDriver("d9", 3)]
+
+
+def test_an_offer_for_a_superseded_attempt_is_released() -> None:
+    ride, _ = run(offered(), DriverDeclined("d1", 7, 1, "declined"), StepTimedOut("MATCH_BACKOFF", 1))
+    ride2, commands = run(ride, DriverOffered("d5", 8, 1))
+    assert ride2 == ride and commands == [ReleaseDriver("d5", 8)]
+
+
+def test_timeouts_resend_the_same_command() -> None:
+    ride, first = run(RIDE, RideRequested())
+    ride, again = run(ride, StepTimedOut("AUTHORIZING", 0))
+    assert first == again == [AuthorizePayment(1234)]
+    assert saga.message_id("r1", first[0]) == saga.message_id("r1", again[0])
+
+
+def test_every_state_with_a_deadline_handles_its_timeout() -> None:
+    for state in saga.STEP_TIMEOUT_MS:
+        ride = dataclasses.replace(
+            RIDE, state=state, hold_id="h1", driver_id="d1", fence=7, match_attempt=1, compensations=(saga.VOID,)
+        )
+        decision = saga.decide(ride, StepTimedOut(state.value, 1), NOW)
+        assert decision.log and decision.log[0].step != "ignored", state
+
+
+EVENTS = st.sampled_from(
+    [
+        RideRequested(),
+        PaymentAuthorized("h1", 1234),
+        PaymentDeclined("card_declined"),
+        PaymentVoided("h1"),
+        PaymentCaptured("h1", 1234),
+        DriverOffered("d1", 7, 1),
+        DriverOffered("d2", 9, 2),
+        DriverAccepted("d1", 7, 1),
+        DriverAccepted("d2", 9, 2),
+        DriverDeclined("d1", 7, 1, "declined"),
+        NoDriverAvailable(1),
+        NoDriverAvailable(2),
+        DriverReleased("d1"),
+        DriverReleased("d2"),
+        TripCompleted("d1", 7),
+        TripCompleted("d2", 9),
+        CancelRequested("rider_cancelled"),
+        *(StepTimedOut(s.value, a) for s in State for a in (0, 1, 2)),
+    ]
+)
+
+
+@settings(max_examples=400)
+@given(st.lists(EVENTS, max_size=40))
+def test_whatever_arrives_the_saga_keeps_its_promises(events: list[saga.Event]) -> None:
+    ride = RIDE
+    passed_pivot = False
+    for event in events:
+        before = ride
+        decision = saga.decide(ride, event, NOW)
+        ride = decision.ride
+        if before.state in saga.TERMINAL:
+            assert ride.state == before.state  # terminal states are final
+        if ride.state in (State.ACCEPTED, State.CAPTURING, State.COMPLETED) and before.state != ride.state:
+            passed_pivot = passed_pivot or ride.state == State.ACCEPTED
+        if passed_pivot:
+            assert ride.state != State.COMPENSATING
+            assert not any(isinstance(c, VoidPayment) and c.hold_id == ride.hold_id for c in decision.commands)
+        if ride.state == State.CAPTURING:
+            assert ride.hold_id and ride.driver_id
+        if ride.state == State.COMPLETED and before.state != State.COMPLETED:
+            assert decision.commands == [ReleaseDriver(ride.driver_id, ride.fence)]
+
+
+@pytest.mark.parametrize("state", sorted(saga.TERMINAL))
+def test_terminal_states_have_no_deadline(state: State) -> None:
+    ride, _ = run(RIDE, RideRequested(), PaymentDeclined("card_declined"))
+    assert ride.deadline_ms is None or state != ride.state
