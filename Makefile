@@ -20,6 +20,7 @@ status:
 
 demo: up
 	@$(RIDECTL) probe
+	@$(RIDECTL) demo
 
 protos: bootstrap
 

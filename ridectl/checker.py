@@ -19,6 +19,7 @@ from services.shared.topology import INFRA, service
 
 TERMINAL = {"COMPLETED", "CANCELLED"}
 LIVE_WITH_DRIVER = {"OFFERED", "ACCEPTED", "CAPTURING"}
+RIDE_PREFIX = "ride "  # payment describes every psp call as "ride <ride_id>"
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,9 @@ def collect() -> Snapshot:
     with grpc.insecure_channel(f"127.0.0.1:{service('psp').ingress_port}") as channel:
         reply = psp_pb2_grpc.PspServiceStub(channel).ListMovements(psp_pb2.ListMovementsRequest(), timeout=30)
     for m in reply.movements:
-        ride_id = m.description.removeprefix("ride ")
+        if not m.description.startswith(RIDE_PREFIX):
+            continue  # the processor's other merchants' money is none of our business
+        ride_id = m.description.removeprefix(RIDE_PREFIX)
         s.movements.setdefault(ride_id, []).append(
             Movement(m.charge_id, psp_pb2.MovementKind.Name(m.kind), m.amount_cents)
         )

@@ -40,3 +40,19 @@ def status() -> dict[str, dict[str, Any]]:
 def sidecar_channel(name: str) -> grpc.Channel:
     """A channel to a service's public address: its sidecar's ingress listener."""
     return grpc.insecure_channel(f"127.0.0.1:{service(name).ingress_port}")
+
+
+def rider_stub(channel: grpc.Channel) -> Any:
+    from ridesaga.rider.v1 import rider_pb2_grpc
+
+    return rider_pb2_grpc.RiderServiceStub(channel)
+
+
+def db_rows(dbname: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Reads a service's database directly, as the checker does."""
+    import psycopg
+
+    from services.shared.topology import INFRA
+
+    with psycopg.connect(f"host=127.0.0.1 port={INFRA.postgres} dbname={dbname} user=postgres") as conn:
+        return conn.execute(sql.encode(), params).fetchall()

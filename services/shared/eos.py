@@ -89,6 +89,9 @@ class TransactionalLoop:
             {
                 "bootstrap.servers": self.config.bootstrap,
                 "group.id": self.config.group_id,
+                # Static membership: a restarted process takes its partitions back at once
+                # instead of waiting out the dead member's session; a zombie is fenced.
+                "group.instance.id": self.config.transactional_id,
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",

@@ -1,0 +1,128 @@
+"""Idempotency keys on RequestRide (SPEC section 6) and one live ride per rider
+(property 11), against the running stack."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+
+from ridectl import checker
+from ridesaga.common.v1 import common_pb2
+from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
+from tests.support import db_rows, sidecar_channel, wait_for
+
+DOWNTOWN = common_pb2.LatLng(lat=37.7793, lng=-122.4193)
+WHARF = common_pb2.LatLng(lat=37.8080, lng=-122.4177)
+TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="module")
+def rider() -> Iterator[rider_pb2_grpc.RiderServiceStub]:
+    with sidecar_channel("rider") as channel:
+        yield rider_pb2_grpc.RiderServiceStub(channel)
+
+
+def _new_rider(stub: rider_pb2_grpc.RiderServiceStub) -> str:
+    return str(stub.CreateRider(rider_pb2.CreateRiderRequest(name="Idem Potent"), timeout=TIMEOUT).rider_id)
+
+
+def _request(rider_id: str, key: str, dropoff: common_pb2.LatLng = WHARF) -> rider_pb2.RequestRideRequest:
+    return rider_pb2.RequestRideRequest(rider_id=rider_id, pickup=DOWNTOWN, dropoff=dropoff, idempotency_key=key)
+
+
+def _rides_of(rider_id: str) -> list[str]:
+    return [str(r[0]) for r in db_rows("trip", "SELECT ride_id FROM rides WHERE rider_id = %s", (rider_id,))]
+
+
+def _terminal(stub: rider_pb2_grpc.RiderServiceStub, ride_id: str) -> bool:
+    return bool(stub.GetRide(rider_pb2.RideRef(ride_id=ride_id), timeout=TIMEOUT).terminal)
+
+
+def _concurrently(calls: list[Callable[[], rider_pb2.RideRequested]]) -> list[rider_pb2.RideRequested | grpc.RpcError]:
+    barrier = threading.Barrier(len(calls))
+    results: list[rider_pb2.RideRequested | grpc.RpcError] = [grpc.RpcError()] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except grpc.RpcError as error:
+            results[i] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_a_replayed_key_returns_the_same_ride_and_holds_money_once(rider: rider_pb2_grpc.RiderServiceStub) -> None:
+    rider_id, key = _new_rider(rider), str(uuid.uuid4())
+    first = rider.RequestRide(_request(rider_id, key), timeout=TIMEOUT)
+    again = rider.RequestRide(_request(rider_id, key), timeout=TIMEOUT)
+    assert again.ride_id == first.ride_id
+    wait_for(lambda: _terminal(rider, first.ride_id), 60, "the ride to end")
+    third = rider.RequestRide(_request(rider_id, key), timeout=TIMEOUT)
+    assert third == first  # the stored answer, even after the ride ended
+    assert _rides_of(rider_id) == [first.ride_id]
+    moves = Counter(m.kind for m in checker.collect().movements[first.ride_id])
+    assert moves["AUTHORIZE"] == 1
+
+
+def test_the_same_key_with_other_parameters_fails_and_executes_nothing(
+    rider: rider_pb2_grpc.RiderServiceStub,
+) -> None:
+    rider_id, key = _new_rider(rider), str(uuid.uuid4())
+    first = rider.RequestRide(_request(rider_id, key), timeout=TIMEOUT)
+    elsewhere = common_pb2.LatLng(lat=37.75, lng=-122.45)
+    with pytest.raises(grpc.RpcError) as error:
+        rider.RequestRide(_request(rider_id, key, dropoff=elsewhere), timeout=TIMEOUT)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert key in (error.value.details() or "") and "idempotency_key" in (error.value.details() or "")
+    assert _rides_of(rider_id) == [first.ride_id]
+
+
+def test_ten_concurrent_requests_with_one_key_make_one_ride(rider: rider_pb2_grpc.RiderServiceStub) -> None:
+    rider_id, key = _new_rider(rider), str(uuid.uuid4())
+    results = _concurrently([lambda: rider.RequestRide(_request(rider_id, key), timeout=TIMEOUT)] * 10)
+    rides = {r.ride_id for r in results if isinstance(r, rider_pb2.RideRequested)}
+    refused = [r.code() for r in results if isinstance(r, grpc.RpcError)]
+    assert len(rides) == 1
+    assert refused and set(refused) == {grpc.StatusCode.ABORTED}
+    assert _rides_of(rider_id) == list(rides)
+
+
+def test_ten_concurrent_requests_with_different_keys_make_at_most_one_live_ride(
+    rider: rider_pb2_grpc.RiderServiceStub,
+) -> None:
+    rider_id = _new_rider(rider)
+    calls = [
+        (lambda key: lambda: rider.RequestRide(_request(rider_id, key), timeout=TIMEOUT))(str(uuid.uuid4()))
+        for _ in range(10)
+    ]
+    results = _concurrently(calls)
+    accepted = [r for r in results if isinstance(r, rider_pb2.RideRequested)]
+    refused = [r for r in results if isinstance(r, grpc.RpcError)]
+    assert len(accepted) == 1
+    assert {r.code() for r in refused} == {grpc.StatusCode.FAILED_PRECONDITION}
+    assert all("already has a live ride" in (r.details() or "") for r in refused)
+    assert _rides_of(rider_id) == [accepted[0].ride_id]
+    # Once that ride has ended the rider may book again.
+    wait_for(lambda: _terminal(rider, accepted[0].ride_id), 60, "the live ride to end")
+    again = rider.RequestRide(_request(rider_id, str(uuid.uuid4())), timeout=TIMEOUT)
+    assert again.ride_id != accepted[0].ride_id
+
+
+def test_an_oversize_key_is_refused_naming_the_field(rider: rider_pb2_grpc.RiderServiceStub) -> None:
+    rider_id = _new_rider(rider)
+    with pytest.raises(grpc.RpcError) as error:
+        rider.RequestRide(_request(rider_id, "k" * 256), timeout=TIMEOUT)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.value.details() or "").startswith("idempotency_key:")
+    assert _rides_of(rider_id) == []
