@@ -94,6 +94,30 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if ride.state == "COMPLETED" else 1
 
 
+def _trace(args: argparse.Namespace) -> int:
+    from ridectl import trace
+    from ridesaga.rider.v1 import rider_pb2
+
+    with rides.rider_stub() as stub:
+        ride = stub.GetRide(rider_pb2.RideRef(ride_id=args.ride_id), timeout=rides.CALL_TIMEOUT_SECONDS)
+    try:
+        spans = trace.fetch(ride.trace_id)
+    except trace.TraceNotFound as error:
+        rides.fail(args.json, "NOT_FOUND", str(error))
+        return 1
+    if args.html:
+        with open(args.html, "w", encoding="utf-8") as out:
+            out.write(trace.page(ride.trace_id, ride.ride_id, spans))
+        print(f"ridectl: wrote {len(spans)} spans to {args.html}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(trace.as_json(ride.trace_id, spans)))
+    elif not args.html:
+        print(trace.waterfall(ride.trace_id, spans))
+        link = trace.ui_link(ride.trace_id)
+        print(f"Jaeger UI: {link}" if link else "Jaeger UI: not built into this Jaeger; use --html FILE for a page")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="ridectl", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -112,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
     simple("check", _check, "check the correctness properties over the live system (exit 1 if violated)")
     demo = simple("demo", _demo, "book one ride, wait for it, print its saga timeline and trace id")
     demo.add_argument("--timeout", type=float, default=90.0)
+    traced = simple("trace", _trace, "print a ride's trace from Jaeger as a waterfall (critical path marked)")
+    traced.add_argument("ride_id")
+    traced.add_argument("--html", metavar="FILE", help="also write a self-contained timeline page")
     rides.add_commands(commands)
     from ridectl import psp_cmd
 

@@ -55,13 +55,15 @@ def missing_debian_packages() -> list[str]:
         missing.append("default-jdk-headless")
     if shutil.which("mvn") is None:
         missing.append("maven")
+    if shutil.which("chromium") is None:
+        missing.append("chromium")  # the tests load `ridectl trace --html` pages in it, headless
     return missing
 
 
 def debian_packages() -> None:
     missing = missing_debian_packages()
     if not missing:
-        say("debian", "postgresql, redis-server, java, maven present")
+        say("debian", "postgresql, redis-server, java, maven, chromium present")
         return
     if os.geteuid() != 0:
         raise BootstrapError(

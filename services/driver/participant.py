@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 
+from opentelemetry import propagate
 from psycopg_pool import AsyncConnectionPool
 
 from ridesaga.driver.v1 import driver_pb2
@@ -136,11 +137,14 @@ class DriverParticipant:
             ).fetchone()
         if row is not None and env.WhichOneof("body") == "reserve_driver":
             cmd = env.reserve_driver
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
             offer = driver_pb2.Offer(
                 ride_id=env.ride_id,
                 fence=offered.fence,
                 attempt=offered.attempt,
                 pickup=cmd.pickup,
                 dropoff=cmd.dropoff,
+                traceparent=carrier.get("traceparent", ""),
             )
             self.pending.append((offered.driver_id, offer))

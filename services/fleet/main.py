@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+from opentelemetry import propagate, trace
 
 from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
@@ -25,6 +26,7 @@ from services.shared.telemetry import setup_logging, setup_tracing
 from services.shared.topology import INFRA, service
 
 log = logging.getLogger("fleet")
+tracer = trace.get_tracer("fleet")
 
 HEARTBEAT_SECONDS = 2.0
 THINK_SECONDS = (0.1, 0.6)
@@ -92,6 +94,21 @@ async def _drive(stub: driver_pb2_grpc.DriverServiceAsyncStub, driver_id: str, r
 
 
 async def _answer(
+    stub: driver_pb2_grpc.DriverServiceAsyncStub,
+    driver_id: str,
+    offer: driver_pb2.Offer,
+    accept: bool,
+    rng: random.Random,
+) -> None:
+    # The app's work joins the ride's trace, whose context came with the offer.
+    parent = propagate.extract({"traceparent": offer.traceparent} if offer.traceparent else {})
+    with tracer.start_as_current_span("driver app: answer offer", context=parent) as span:
+        span.set_attribute("ride.id", offer.ride_id)
+        span.set_attribute("driver.accepts", accept)
+        await _respond(stub, driver_id, offer, accept, rng)
+
+
+async def _respond(
     stub: driver_pb2_grpc.DriverServiceAsyncStub,
     driver_id: str,
     offer: driver_pb2.Offer,

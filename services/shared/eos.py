@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from ridesaga.saga.v1 import saga_pb2
 from services.shared.messages import Headers, Outgoing, Poison, decode, header_carrier
@@ -164,22 +164,29 @@ class TransactionalLoop:
     async def _handle_record(self, record: Message) -> list[Outgoing]:
         where = position(record)
         parent = propagate.extract(header_carrier(record.headers()))
-        with tracer.start_as_current_span(f"{record.topic()} process", context=parent, kind=SpanKind.CONSUMER) as span:
+        try:
+            env = decode(record.value())
+        except Poison as poison:
+            env = None
+            reason = str(poison)
+        name = f"{record.topic()} process {env.type if env else 'poison'}"
+        with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CONSUMER) as span:
             span.set_attribute("messaging.system", "kafka")
             span.set_attribute("messaging.destination.name", record.topic())
-            span.set_attribute("messaging.kafka.offset", record.offset())
-            try:
-                env = decode(record.value())
-            except Poison as poison:
-                return [self._to_dead_letter(record, str(poison))]
+            span.set_attribute("messaging.kafka.offset", record.offset() or 0)
+            if env is None:
+                span.set_status(StatusCode.ERROR, reason)
+                return [self._to_dead_letter(record, reason)]
             span.set_attribute("messaging.message.id", env.message_id)
             span.set_attribute("saga.message.type", env.type)
             with ride_scope(env.ride_id):
                 try:
                     return await self.handle(env)
                 except Poison as poison:
+                    span.set_status(StatusCode.ERROR, str(poison))
                     return [self._to_dead_letter(record, str(poison))]
-                except Retry:
+                except Retry as retry:
+                    span.set_status(StatusCode.ERROR, f"retry: {retry}")
                     raise
                 except Exception as error:
                     self.failures[where] = self.failures.get(where, 0) + 1

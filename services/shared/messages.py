@@ -8,12 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 
 from ridesaga.saga.v1 import saga_pb2
 from services.shared.clocks import HybridLogicalClock
 
 Headers = list[tuple[str, str | bytes | None]]
+tracer = trace.get_tracer(__name__)
 
 
 class Poison(Exception):
@@ -43,9 +45,15 @@ def envelope(
 
 
 def outgoing(topic: str, env: saga_pb2.Envelope) -> Outgoing:
-    """A record to send, with the current trace context injected into its headers."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    """A record to send, under a PRODUCER span whose context travels in its headers: the
+    consumer's span becomes its child, so one ride stays one trace across Kafka."""
+    with tracer.start_as_current_span(f"{topic} send {env.type}", kind=SpanKind.PRODUCER) as span:
+        span.set_attribute("messaging.system", "kafka")
+        span.set_attribute("messaging.destination.name", topic)
+        span.set_attribute("messaging.message.id", env.message_id)
+        span.set_attribute("saga.message.type", env.type)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
     headers: Headers = [(k, v.encode()) for k, v in carrier.items()]
     return Outgoing(topic, env.ride_id.encode(), env.SerializeToString(), headers)
 

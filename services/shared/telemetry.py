@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
@@ -35,6 +36,25 @@ def ride_scope(ride_id: str) -> Iterator[None]:
         yield
     finally:
         ride_id_var.reset(token)
+
+
+class RideIdProcessor(SpanProcessor):
+    """Puts `ride.id` on every span started while a ride is in scope, so one query by
+    ride id finds every span of the ride, whichever service made it."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        ride_id = ride_id_var.get()
+        if ride_id:
+            span.set_attribute("ride.id", ride_id)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -79,6 +99,7 @@ def setup_tracing(service: str, endpoint: str, environment: str, sample_ratio: f
         }
     )
     provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+    provider.add_span_processor(RideIdProcessor())
     exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=5)
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
     trace.set_tracer_provider(provider)

@@ -47,11 +47,11 @@ class StoredStep:
     at_ms: int
 
 
-async def insert_ride(conn: AsyncConnection[Any], ride: Ride, trace_id: str) -> bool:
+async def insert_ride(conn: AsyncConnection[Any], ride: Ride, trace_id: str, traceparent: str) -> bool:
     """Creates the ride if it does not exist; True if this call created it."""
     cursor = await conn.execute(
         "INSERT INTO rides (ride_id, rider_id, payment_method, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng,"
-        " fare_cents, state, trace_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " fare_cents, state, trace_id, traceparent) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (ride_id) DO NOTHING",
         (
             ride.ride_id,
@@ -64,6 +64,7 @@ async def insert_ride(conn: AsyncConnection[Any], ride: Ride, trace_id: str) -> 
             ride.fare_cents,
             ride.state.value,
             trace_id,
+            traceparent,
         ),
     )
     return cursor.rowcount == 1
@@ -136,13 +137,13 @@ async def mark_processed(conn: AsyncConnection[Any], message_id: str, outputs: l
     )
 
 
-async def overdue(conn: AsyncConnection[Any], now_ms: int, limit: int) -> list[tuple[str, str, int, int]]:
-    """(ride_id, state, match_attempt, deadline_ms) of rides whose step deadline passed."""
+async def overdue(conn: AsyncConnection[Any], now_ms: int, limit: int) -> list[tuple[str, str, int, int, str]]:
+    """(ride_id, state, match_attempt, deadline_ms, traceparent) of rides past a deadline."""
     rows = await (
         await conn.execute(
-            "SELECT ride_id, state, match_attempt, deadline_ms FROM rides"
+            "SELECT ride_id, state, match_attempt, deadline_ms, traceparent FROM rides"
             " WHERE deadline_ms IS NOT NULL AND deadline_ms <= %s ORDER BY deadline_ms LIMIT %s",
             (now_ms, limit),
         )
     ).fetchall()
-    return [(str(r[0]), r[1], r[2], r[3]) for r in rows]
+    return [(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows]

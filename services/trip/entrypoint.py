@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from psycopg_pool import AsyncConnectionPool
 
 from ridesaga.common.v1 import common_pb2
@@ -93,8 +93,10 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
         ride = saga.Ride(ride_id, rider_id, method, pickup, dropoff, fares.estimate_cents(pickup, dropoff))
         with ride_scope(ride_id):
             span_context = trace.get_current_span().get_span_context()
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
             async with self.pool.connection() as conn:
-                await adapters.insert_ride(conn, ride, f"{span_context.trace_id:032x}")
+                await adapters.insert_ride(conn, ride, f"{span_context.trace_id:032x}", carrier.get("traceparent", ""))
             # Sent even if the ride existed: a retry after a crash between the insert and
             # this send still starts the saga; the orchestrator ignores a second start.
             body = saga_pb2.RideRequested(

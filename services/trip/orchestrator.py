@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from opentelemetry import trace
+from opentelemetry.trace import StatusCode
 from psycopg_pool import AsyncConnectionPool
 
 from ridesaga.common.v1 import common_pb2
@@ -109,6 +110,8 @@ class Orchestrator:
             span = trace.get_current_span()
             if decision.ride.state != ride.state:
                 span.add_event("saga.transition", {"from": ride.state.value, "to": decision.ride.state.value})
+                if decision.ride.state in (saga.State.COMPENSATING, saga.State.CANCELLED):
+                    span.set_status(StatusCode.ERROR, f"ride {decision.ride.outcome}: {type(event).__name__}")
                 await adapters.save_ride(conn, decision.ride)
             elif decision.ride != ride:
                 await adapters.save_ride(conn, decision.ride)

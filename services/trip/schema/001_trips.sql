@@ -20,6 +20,8 @@ CREATE TABLE rides (
     compensations    text[] NOT NULL DEFAULT '{}',
     deadline_ms      bigint,
     trace_id         text NOT NULL DEFAULT '',
+    -- W3C trace context of the ride's start: work the sweeper starts joins the ride's trace.
+    traceparent      text NOT NULL DEFAULT '',
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
