@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 RIDECTL := $(VENV)/bin/ridectl
 
-.PHONY: bootstrap up down status demo test lint protos
+.PHONY: bootstrap up down status demo test lint protos bench
 
 bootstrap:
 	@$(PYTHON) scripts/bootstrap.py
@@ -31,3 +31,7 @@ lint: bootstrap
 
 test: bootstrap
 	@scripts/test.sh
+
+# Benchmarks measure; they never pass or fail a build. Results go to docs/ with this command.
+bench: up
+	@$(RIDECTL) bench tracing

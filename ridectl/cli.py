@@ -118,6 +118,23 @@ def _trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_tracing(args: argparse.Namespace) -> int:
+    from ridectl import bench
+
+    results = bench.tracing(args.rides, args.concurrency, args.rounds)
+    if args.json:
+        print(json.dumps({"benchmark": "tracing", "results": results}))
+    else:
+        print("| setting | rides | completed | rides/s | p50 ms | p95 ms | p99 ms |")
+        print("|---|---|---|---|---|---|---|")
+        for r in results:
+            print(
+                f"| {r['label']} | {r['rides']} | {r['completed']} | {r['throughput_rides_per_s']} |"
+                f" {r['latency_ms_p50']} | {r['latency_ms_p95']} | {r['latency_ms_p99']} |"
+            )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="ridectl", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -139,6 +156,13 @@ def parser() -> argparse.ArgumentParser:
     traced = simple("trace", _trace, "print a ride's trace from Jaeger as a waterfall (critical path marked)")
     traced.add_argument("ride_id")
     traced.add_argument("--html", metavar="FILE", help="also write a self-contained timeline page")
+    benches = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    tracing_bench = benches.add_parser("tracing", help="saga latency and throughput with tracing on and off")
+    tracing_bench.add_argument("--rides", type=int, default=200, help="rides per setting and round")
+    tracing_bench.add_argument("--concurrency", type=int, default=20)
+    tracing_bench.add_argument("--rounds", type=int, default=2, help="on/off rounds, alternated")
+    tracing_bench.add_argument("--json", action="store_true")
+    tracing_bench.set_defaults(handler=_bench_tracing)
     rides.add_commands(commands)
     from ridectl import psp_cmd
 

@@ -29,6 +29,11 @@ class Component:
     stopwaitsecs: int = 15
 
 
+def _passed(*names: str) -> dict[str, str]:
+    """Settings handed from `ridectl up`'s environment to the processes it starts."""
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
 def postgres_bindir() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
     if not found:
@@ -156,7 +161,7 @@ def services(run: Path) -> list[Component]:
                 spec.app_port,
                 [python, "-m", f"services.{spec.name}.entrypoint"],
                 functools.partial(health.grpc_serving, spec.app_port, spec.grpc_service),
-                environment={"PYTHONUNBUFFERED": "1"},
+                environment={"PYTHONUNBUFFERED": "1", **_passed("RIDESAGA_TRACE_SAMPLE_RATIO")},
             )
         )
         found.append(
@@ -191,6 +196,12 @@ def fleet(run: Path) -> Component:
             "PYTHONUNBUFFERED": "1",
             "RIDESAGA_FLEET_SIZE": os.environ.get("RIDESAGA_FLEET_SIZE", "30"),
             "RIDESAGA_FLEET_STATE": str(run / "fleet" / "drivers.json"),
+            **_passed(
+                "RIDESAGA_TRACE_SAMPLE_RATIO",
+                "RIDESAGA_FLEET_ACCEPT_RATE",
+                "RIDESAGA_FLEET_THINK_SECONDS",
+                "RIDESAGA_FLEET_RIDE_SECONDS",
+            ),
         },
     )
 

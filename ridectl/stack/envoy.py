@@ -48,7 +48,7 @@ def _route(prefix: str, cluster: str) -> Config:
     }
 
 
-def _listener(name: str, port: int, routes: list[Config], sidecar: str) -> Config:
+def _listener(name: str, port: int, routes: list[Config], sidecar: str, sample_percent: float) -> Config:
     return {
         "name": name,
         "address": _address(port),
@@ -64,6 +64,9 @@ def _listener(name: str, port: int, routes: list[Config], sidecar: str) -> Confi
                             "codec_type": "AUTO",
                             "generate_request_id": True,
                             "tracing": {
+                                # Traces started here (no traceparent yet) are sampled at the
+                                # configured ratio; a request carrying one keeps its decision.
+                                "random_sampling": {"value": sample_percent},
                                 "spawn_upstream_span": True,
                                 "provider": {
                                     "name": "envoy.tracers.opentelemetry",
@@ -97,12 +100,13 @@ def _listener(name: str, port: int, routes: list[Config], sidecar: str) -> Confi
     }
 
 
-def sidecar_config(spec: ServiceSpec) -> Config:
+def sidecar_config(spec: ServiceSpec, sample_ratio: float = 1.0) -> Config:
     upstreams = [service(name) for name in spec.calls]
-    listeners = [_listener("ingress", spec.ingress_port, [_route("/", "local_app")], spec.sidecar)]
+    percent = 100.0 * sample_ratio
+    listeners = [_listener("ingress", spec.ingress_port, [_route("/", "local_app")], spec.sidecar, percent)]
     if upstreams:
         routes = [_route(f"/{callee.grpc_service}/", callee.name) for callee in upstreams]
-        listeners.append(_listener("egress", spec.egress_port, routes, spec.sidecar))
+        listeners.append(_listener("egress", spec.egress_port, routes, spec.sidecar, percent))
     clusters = [
         _cluster("local_app", spec.app_port),
         *(_cluster(callee.name, callee.ingress_port) for callee in upstreams),
@@ -115,5 +119,5 @@ def sidecar_config(spec: ServiceSpec) -> Config:
     }
 
 
-def all_sidecar_configs() -> dict[str, Config]:
-    return {spec.sidecar: sidecar_config(spec) for spec in SERVICES}
+def all_sidecar_configs(sample_ratio: float = 1.0) -> dict[str, Config]:
+    return {spec.sidecar: sidecar_config(spec, sample_ratio) for spec in SERVICES}

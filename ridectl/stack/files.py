@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 from ridectl.stack.envoy import all_sidecar_configs
+from services.shared.config import trace_sample_ratio
 from services.shared.topology import INFRA
 
 
@@ -97,11 +98,15 @@ def jaeger_config() -> str:
     return json.dumps(config, indent=2)
 
 
-def write_sidecar_configs(directory: Path) -> dict[str, Path]:
+def write_sidecar_configs(directory: Path) -> list[str]:
+    """Writes every sidecar's config; returns the sidecars whose config changed (Envoy
+    reads its config at start, so those must be restarted if they are running)."""
     directory.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name, config in all_sidecar_configs().items():
+    changed = []
+    for name, config in all_sidecar_configs(trace_sample_ratio()).items():
         path = directory / f"{name}.json"
-        path.write_text(json.dumps(config, indent=2))
-        written[name] = path
-    return written
+        text = json.dumps(config, indent=2)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            changed.append(name)
+    return changed

@@ -37,7 +37,7 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", user, "--", *cmd] if user else cmd
 
 
-def _prepare(run: Path, components: list[Component]) -> None:
+def _prepare(run: Path, components: list[Component]) -> list[str]:
     for sub in ("logs", "kafka", "zookeeper/data", "redis", "jaeger", "envoy", "fleet"):
         (run / sub).mkdir(parents=True, exist_ok=True)
     pg = run / "postgres"
@@ -90,8 +90,9 @@ def _prepare(run: Path, components: list[Component]) -> None:
             raise StackError(f"formatting Kafka storage failed: {(result.stderr or result.stdout).strip()[-400:]}")
     (run / "zookeeper" / "zoo.cfg").write_text(files.zookeeper_config(run / "zookeeper" / "data"))
     (run / "jaeger" / "config.yaml").write_text(files.jaeger_config())
-    files.write_sidecar_configs(run / "envoy")
+    changed = files.write_sidecar_configs(run / "envoy")
     (run / "supervisord.conf").write_text(render(components, run))
+    return changed
 
 
 def _check_ports(components: list[Component], supervisor: Supervisor) -> None:
@@ -131,8 +132,10 @@ def up(run: Path = paths.RUN) -> None:
     everything = comp.all_components(run)
     supervisor = Supervisor(run)
     _check_ports(everything, supervisor)
-    _prepare(run, everything)
+    reconfigured = _prepare(run, everything)
     supervisor.launch()
+    for sidecar in reconfigured:
+        supervisor.restart_if_running(sidecar)
     for group, after in (("infra", provision.provision), ("services", None), ("sim", None)):
         members = [c for c in everything if c.group == group]
         progress(f"starting {', '.join(c.name for c in members)}")

@@ -114,6 +114,11 @@ class Supervisor:
             return
         self._rpc().startProcess(name, False)
 
+    def restart_if_running(self, name: str) -> None:
+        if self.info(name)["statename"] == "RUNNING":
+            self._rpc().stopProcess(name, True)
+            self._rpc().startProcess(name, False)
+
     def info(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self._rpc().getProcessInfo(name)
         return result

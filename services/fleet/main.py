@@ -13,6 +13,7 @@ import random
 import signal
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -22,6 +23,7 @@ from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
 from services.fleet.sim import SAN_FRANCISCO, spawn, wander
 from services.shared import mesh
+from services.shared.config import trace_sample_ratio
 from services.shared.telemetry import setup_logging, setup_tracing
 from services.shared.topology import INFRA, service
 
@@ -31,11 +33,35 @@ tracer = trace.get_tracer("fleet")
 HEARTBEAT_SECONDS = 2.0
 THINK_SECONDS = (0.1, 0.6)
 RIDE_SECONDS = (0.5, 2.0)
+
+
+def _seconds_range(name: str, default: tuple[float, float]) -> tuple[float, float]:
+    """A "MIN,MAX" pair of seconds from the environment (the benchmarks set 0,0)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        low, high = (float(part) for part in raw.split(","))
+    except ValueError:
+        raise SystemExit(f"fleet: {name} must be MIN,MAX seconds, got {raw!r}") from None
+    if not 0 <= low <= high:
+        raise SystemExit(f"fleet: {name} must satisfy 0 <= MIN <= MAX, got {raw!r}")
+    return low, high
+
+
 CALL_TIMEOUT_SECONDS = 5.0
 BACKOFF_CAP_SECONDS = 10.0
 
 
-def _settings() -> tuple[int, float, Path, str]:
+@dataclass(frozen=True)
+class Pace:
+    """How long a simulated driver thinks about an offer, and how long a ride lasts."""
+
+    think: tuple[float, float]
+    ride: tuple[float, float]
+
+
+def _settings() -> tuple[int, float, Path, str, Pace]:
     raw = os.environ.get("RIDESAGA_FLEET_SIZE", "30")
     if not raw.isdigit() or not 0 < int(raw) <= 1000:
         raise SystemExit(f"fleet: RIDESAGA_FLEET_SIZE must be an integer in 1..1000, got {raw!r}")
@@ -48,7 +74,11 @@ def _settings() -> tuple[int, float, Path, str]:
         raise SystemExit(f"fleet: RIDESAGA_FLEET_ACCEPT_RATE must be a number in 0..1, got {rate!r}")
     state = Path(os.environ.get("RIDESAGA_FLEET_STATE", "fleet.json"))
     target = os.environ.get("RIDESAGA_DRIVER_TARGET", f"127.0.0.1:{service('driver').ingress_port}")
-    return int(raw), accept_rate, state, target
+    pace = Pace(
+        _seconds_range("RIDESAGA_FLEET_THINK_SECONDS", THINK_SECONDS),
+        _seconds_range("RIDESAGA_FLEET_RIDE_SECONDS", RIDE_SECONDS),
+    )
+    return int(raw), accept_rate, state, target, pace
 
 
 async def _registered(
@@ -99,13 +129,14 @@ async def _answer(
     offer: driver_pb2.Offer,
     accept: bool,
     rng: random.Random,
+    pace: Pace,
 ) -> None:
     # The app's work joins the ride's trace, whose context came with the offer.
     parent = propagate.extract({"traceparent": offer.traceparent} if offer.traceparent else {})
     with tracer.start_as_current_span("driver app: answer offer", context=parent) as span:
         span.set_attribute("ride.id", offer.ride_id)
         span.set_attribute("driver.accepts", accept)
-        await _respond(stub, driver_id, offer, accept, rng)
+        await _respond(stub, driver_id, offer, accept, rng, pace)
 
 
 async def _respond(
@@ -114,8 +145,9 @@ async def _respond(
     offer: driver_pb2.Offer,
     accept: bool,
     rng: random.Random,
+    pace: Pace,
 ) -> None:
-    await asyncio.sleep(rng.uniform(*THINK_SECONDS))
+    await asyncio.sleep(rng.uniform(*pace.think))
     await stub.RespondToOffer(
         driver_pb2.OfferResponse(
             ride_id=offer.ride_id, driver_id=driver_id, fence=offer.fence, attempt=offer.attempt, accept=accept
@@ -123,7 +155,7 @@ async def _respond(
         timeout=CALL_TIMEOUT_SECONDS,
     )
     if accept:
-        await asyncio.sleep(rng.uniform(*RIDE_SECONDS))
+        await asyncio.sleep(rng.uniform(*pace.ride))
         await stub.CompleteTrip(
             driver_pb2.CompleteTripRequest(ride_id=offer.ride_id, driver_id=driver_id, fence=offer.fence),
             timeout=CALL_TIMEOUT_SECONDS,
@@ -131,7 +163,7 @@ async def _respond(
 
 
 async def _take_offers(
-    stub: driver_pb2_grpc.DriverServiceAsyncStub, driver_id: str, accept_rate: float, rng: random.Random
+    stub: driver_pb2_grpc.DriverServiceAsyncStub, driver_id: str, accept_rate: float, pace: Pace, rng: random.Random
 ) -> None:
     attempt = 0
     while True:
@@ -139,7 +171,7 @@ async def _take_offers(
             async for offer in stub.WatchOffers(driver_pb2.WatchOffersRequest(driver_id=driver_id)):
                 attempt = 0
                 try:
-                    await _answer(stub, driver_id, offer, rng.random() < accept_rate, rng)
+                    await _answer(stub, driver_id, offer, rng.random() < accept_rate, rng, pace)
                 except grpc.aio.AioRpcError as error:
                     log.warning(
                         "answering an offer failed",
@@ -152,9 +184,9 @@ async def _take_offers(
 
 
 async def run() -> None:
-    size, accept_rate, state, target = _settings()
+    size, accept_rate, state, target, pace = _settings()
     setup_logging("fleet")
-    provider = setup_tracing("fleet", f"http://127.0.0.1:{INFRA.jaeger_otlp_grpc}", "local", 1.0)
+    provider = setup_tracing("fleet", f"http://127.0.0.1:{INFRA.jaeger_otlp_grpc}", "local", trace_sample_ratio())
     rng = random.Random()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -166,7 +198,7 @@ async def run() -> None:
         log.info("fleet on the road", extra={"fields": {"drivers": len(ids)}})
         drivers = [asyncio.create_task(_drive(stub, driver_id, random.Random(driver_id))) for driver_id in ids]
         drivers += [
-            asyncio.create_task(_take_offers(stub, driver_id, accept_rate, random.Random(f"offers-{driver_id}")))
+            asyncio.create_task(_take_offers(stub, driver_id, accept_rate, pace, random.Random(f"offers-{driver_id}")))
             for driver_id in ids
         ]
         await stopping.wait()

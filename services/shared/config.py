@@ -42,6 +42,14 @@ class Settings:
         return f"host={self.postgres_host} port={self.postgres_port} dbname={database} user={database}"
 
 
+def trace_sample_ratio() -> float:
+    """Parent-based sampling ratio for traces started here (1.0, every trace, by default)."""
+    ratio = _float("RIDESAGA_TRACE_SAMPLE_RATIO", 1.0)
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"RIDESAGA_TRACE_SAMPLE_RATIO must be in [0, 1], got {ratio}")
+    return ratio
+
+
 def load(service_name: str) -> Settings:
     spec = service(service_name)
     host = _env("RIDESAGA_HOST", "127.0.0.1")
@@ -57,5 +65,5 @@ def load(service_name: str) -> Settings:
         zookeeper_hosts=_env("RIDESAGA_ZOOKEEPER", f"{host}:{INFRA.zookeeper}"),
         otlp_endpoint=_env("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{INFRA.jaeger_otlp_grpc}"),
         environment=_env("RIDESAGA_ENVIRONMENT", "local"),
-        trace_sample_ratio=_float("RIDESAGA_TRACE_SAMPLE_RATIO", 1.0),
+        trace_sample_ratio=trace_sample_ratio(),
     )

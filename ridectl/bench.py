@@ -1,0 +1,133 @@
+"""`ridectl bench tracing`: what tracing costs, measured in one run.
+
+Books the same load of rides with every trace sampled and with none, alternating the two
+settings round by round, with the simulated drivers answering at once (so the numbers are
+the system's, not the drivers' thinking). Latency is the saga's own duration from its
+log (first step to last, server-side clock); throughput is rides ended per second of
+wall time for the whole batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from ridectl.stack import lifecycle
+from ridesaga.common.v1 import common_pb2
+from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
+from services.shared.topology import service
+
+PICKUP = common_pb2.LatLng(lat=37.7793, lng=-122.4193)
+DROPOFF = common_pb2.LatLng(lat=37.8080, lng=-122.4177)
+INSTANT = "0,0"
+
+
+@dataclass(frozen=True)
+class Result:
+    label: str
+    rides: int
+    completed: int
+    wall_seconds: float
+    latencies_ms: list[float]
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies_ms)
+
+        def pct(p: float) -> float:
+            return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
+
+        return {
+            "label": self.label,
+            "rides": self.rides,
+            "completed": self.completed,
+            "throughput_rides_per_s": round(self.completed / self.wall_seconds, 2),
+            "latency_ms_p50": round(pct(0.50), 1),
+            "latency_ms_p95": round(pct(0.95), 1),
+            "latency_ms_p99": round(pct(0.99), 1),
+            "latency_ms_mean": round(statistics.fmean(ordered), 1) if ordered else 0.0,
+        }
+
+
+async def _one(stub: rider_pb2_grpc.RiderServiceAsyncStub, rider_id: str) -> tuple[str, float]:
+    reply = await stub.RequestRide(
+        rider_pb2.RequestRideRequest(
+            rider_id=rider_id, pickup=PICKUP, dropoff=DROPOFF, idempotency_key=str(uuid.uuid4())
+        ),
+        timeout=10,
+    )
+    async for ride in stub.WatchRide(rider_pb2.RideRef(ride_id=reply.ride_id), timeout=120):
+        if ride.terminal:
+            steps = ride.steps
+            return ride.state, float(steps[-1].at_ms - steps[0].at_ms) if steps else 0.0
+    raise RuntimeError(f"ride {reply.ride_id} did not end")
+
+
+async def _batch(label: str, rides: int, concurrency: int) -> Result:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service('rider').ingress_port}") as channel:
+        stub = rider_pb2_grpc.RiderServiceStub(channel)
+        riders = [
+            (await stub.CreateRider(rider_pb2.CreateRiderRequest(name=f"bench {i}"), timeout=10)).rider_id
+            for i in range(concurrency)
+        ]
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for n in range(rides):
+            queue.put_nowait(n)
+        outcomes: list[tuple[str, float]] = []
+
+        async def worker(rider_id: str) -> None:
+            # One rider per worker: a rider has at most one live ride.
+            while not queue.empty():
+                queue.get_nowait()
+                outcomes.append(await _one(stub, rider_id))
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker(r) for r in riders))
+        wall = time.monotonic() - started
+    completed = [ms for state, ms in outcomes if state == "COMPLETED"]
+    return Result(label, rides, len(completed), wall, completed)
+
+
+def _configure(sample_ratio: str) -> None:
+    os.environ["RIDESAGA_TRACE_SAMPLE_RATIO"] = sample_ratio
+    os.environ["RIDESAGA_FLEET_THINK_SECONDS"] = INSTANT
+    os.environ["RIDESAGA_FLEET_RIDE_SECONDS"] = INSTANT
+    lifecycle.up()
+
+
+def tracing(rides: int, concurrency: int, rounds: int) -> list[dict[str, Any]]:
+    saved = {
+        k: os.environ.get(k)
+        for k in ("RIDESAGA_TRACE_SAMPLE_RATIO", "RIDESAGA_FLEET_THINK_SECONDS", "RIDESAGA_FLEET_RIDE_SECONDS")
+    }
+    results: dict[str, list[Result]] = {"tracing on (ratio 1.0)": [], "tracing off (ratio 0.0)": []}
+    try:
+        for _ in range(rounds):
+            for label, ratio in (("tracing on (ratio 1.0)", "1.0"), ("tracing off (ratio 0.0)", "0.0")):
+                _configure(ratio)
+                asyncio.run(_batch("warm-up", concurrency, concurrency))
+                results[label].append(asyncio.run(_batch(label, rides, concurrency)))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        lifecycle.up()
+    merged = []
+    for label, runs in results.items():
+        merged.append(
+            Result(
+                label,
+                sum(r.rides for r in runs),
+                sum(r.completed for r in runs),
+                sum(r.wall_seconds for r in runs),
+                [ms for r in runs for ms in r.latencies_ms],
+            ).summary()
+        )
+    return merged
