@@ -131,8 +131,10 @@ def infra(run: Path) -> list[Component]:
                 str(run / "redis"),
                 "--appendonly",
                 "yes",
+                # always: a fencing token (INCR) is on disk before Redis answers, so tokens
+                # never go backwards after a crash (services/shared/locks.py).
                 "--appendfsync",
-                "everysec",
+                "always",
                 "--save",
                 "",
                 "--daemonize",

@@ -24,6 +24,7 @@ from services.shared.clocks import HybridLogicalClock
 from services.shared.eos import LoopConfig, TransactionalLoop
 from services.shared.errors import FailedPrecondition, InvalidArgument, NotFound, grpc_errors
 from services.shared.grpc_server import Context, Lifecycle, serve
+from services.shared.locks import FencedLock
 from services.shared.messages import envelope, outgoing
 from services.shared.probe import probe
 from services.shared.publisher import Publisher
@@ -174,7 +175,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     driver_pb2_grpc.add_DriverServiceServicer_to_server(
         DriverServicer(registry, locations, hub, publisher, clock), server
     )
-    participant = DriverParticipant(pool, locations, hub, clock)
+    participant = DriverParticipant(pool, locations, FencedLock(client), hub, clock)
     loop = TransactionalLoop(
         LoopConfig(
             name="driver-participant",

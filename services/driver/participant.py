@@ -1,37 +1,49 @@
-"""Driver's side of the saga: reserve the nearest available driver under a fencing
-token, and release a reservation only if the token still matches.
+"""Driver's side of the saga: reserve the nearest available driver under a fenced lock,
+and release a reservation only if its token still matches.
 
 Property: a driver is reserved for at most one ride (the reservation is a conditional
-UPDATE of its row); a stale release (an older token) changes nothing. The reservation
+UPDATE of its row, guarded by the lock's fencing token, so a holder paused past its lease
+cannot overwrite a newer reservation); a stale release (an older token) changes nothing. The reservation
 and the handled-command record commit together; a redelivered command gets the stored
 reply."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 
 from opentelemetry import propagate
 from psycopg_pool import AsyncConnectionPool
+from redis.exceptions import RedisError
 
 from ridesaga.driver.v1 import driver_pb2
 from ridesaga.saga.v1 import saga_pb2
 from services.driver import domain
-from services.driver.adapters import DriverLocations
+from services.driver.adapters import DriverLocations, reserve
 from services.driver.offers import OfferHub
 from services.shared.clocks import HybridLogicalClock, Timestamp
+from services.shared.eos import Retry
+from services.shared.locks import FencedLock, Lease
 from services.shared.messages import Outgoing, Poison, envelope, outgoing
 
 REPLIES = "trip.replies"
 MATCH_RADIUS_KM = 15.0
 CANDIDATES = 20
+RESERVE_LEASE_MS = 5_000
 
 
 class DriverParticipant:
     def __init__(
-        self, pool: AsyncConnectionPool, locations: DriverLocations, hub: OfferHub, clock: HybridLogicalClock
+        self,
+        pool: AsyncConnectionPool,
+        locations: DriverLocations,
+        lock: FencedLock,
+        hub: OfferHub,
+        clock: HybridLogicalClock,
     ) -> None:
         self.pool = pool
+        self.lock = lock
         self.locations = locations
         self.hub = hub
         self.clock = clock
@@ -79,30 +91,35 @@ class DriverParticipant:
             if domain.is_available(heard, now) and driver_id not in excluded
         ]
         reply_id = f"{env.message_id}:reply"
-        async with self.pool.connection() as conn, conn.transaction():
-            reply = envelope(
-                self.clock,
-                reply_id,
-                env.ride_id,
-                env.message_id,
-                no_driver_available=saga_pb2.NoDriverAvailable(attempt=cmd.attempt),
-            )
-            for driver_id in candidates:
-                reserved = await (
-                    await conn.execute(
-                        "UPDATE drivers SET ride_id = %s, fence = nextval('driver_fence')"
-                        " WHERE driver_id = %s AND ride_id IS NULL RETURNING fence",
-                        (env.ride_id, uuid.UUID(driver_id)),
-                    )
-                ).fetchone()
-                if reserved is not None:
-                    offered = saga_pb2.DriverOffered(driver_id=driver_id, fence=reserved[0], attempt=cmd.attempt)
-                    reply = envelope(self.clock, reply_id, env.ride_id, env.message_id, driver_offered=offered)
-                    break
-            await conn.execute(
-                "INSERT INTO handled_commands (message_id, reply) VALUES (%s, %s)",
-                (env.message_id, reply.SerializeToString()),
-            )
+        leases: list[Lease] = []
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                reply = envelope(
+                    self.clock,
+                    reply_id,
+                    env.ride_id,
+                    env.message_id,
+                    no_driver_available=saga_pb2.NoDriverAvailable(attempt=cmd.attempt),
+                )
+                for driver_id in candidates:
+                    lease = await self.lock.acquire(f"driver:{driver_id}", RESERVE_LEASE_MS)
+                    if lease is None:
+                        continue  # someone else is reserving this driver right now
+                    leases.append(lease)
+                    if await reserve(conn, uuid.UUID(driver_id), env.ride_id, lease.token):
+                        offered = saga_pb2.DriverOffered(driver_id=driver_id, fence=lease.token, attempt=cmd.attempt)
+                        reply = envelope(self.clock, reply_id, env.ride_id, env.message_id, driver_offered=offered)
+                        break
+                await conn.execute(
+                    "INSERT INTO handled_commands (message_id, reply) VALUES (%s, %s)",
+                    (env.message_id, reply.SerializeToString()),
+                )
+        except RedisError as error:
+            raise Retry(f"redis: {error}") from None
+        finally:
+            for lease in leases:
+                with contextlib.suppress(RedisError):
+                    await self.lock.release(lease)
         return reply
 
     async def _release(self, env: saga_pb2.Envelope) -> saga_pb2.Envelope:

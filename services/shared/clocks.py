@@ -1,8 +1,13 @@
-"""Hybrid logical clock (Kulkarni et al., 2014).
+"""Logical clocks: Lamport, vector, and hybrid logical (HLC).
 
-Property: timestamps respect causality (a message's receiver always stamps later than
-its sender, whatever the two wall clocks say) while staying within the clock skew of
-physical time. A timestamp is (wall_ms, logical), ordered as a tuple."""
+- Lamport (1978): if event a happened before b, then L(a) < L(b). The converse does not
+  hold: a smaller number says nothing about causality.
+- Vector clocks: a happened before b exactly when V(a) < V(b) (every entry <=, one <);
+  incomparable vectors are concurrent events. The price is one entry per process.
+- HLC (Kulkarni et al., 2014): timestamps respect causality like Lamport's, while
+  staying within the clock skew of physical time, so they read as wall-clock times. A
+  timestamp is (wall_ms, logical), ordered as a tuple. The saga stamps every message and
+  every saga-log entry with it."""
 
 from __future__ import annotations
 
@@ -28,8 +33,55 @@ class Timestamp:
         return cls(int(wall), int(logical))
 
 
+class LamportClock:
+    def __init__(self) -> None:
+        self.time = 0
+
+    def tick(self) -> int:
+        """A local or send event."""
+        self.time += 1
+        return self.time
+
+    def observe(self, remote: int) -> int:
+        """The receipt of a message stamped `remote`."""
+        self.time = max(self.time, remote) + 1
+        return self.time
+
+
+Vector = dict[str, int]
+
+
+class VectorClock:
+    def __init__(self, process: str) -> None:
+        self.process = process
+        self.vector: Vector = {process: 0}
+
+    def tick(self) -> Vector:
+        self.vector[self.process] += 1
+        return dict(self.vector)
+
+    def observe(self, remote: Vector) -> Vector:
+        for process, count in remote.items():
+            self.vector[process] = max(self.vector.get(process, 0), count)
+        return self.tick()
+
+
+def happened_before(a: Vector, b: Vector) -> bool:
+    keys = a.keys() | b.keys()
+    return all(a.get(k, 0) <= b.get(k, 0) for k in keys) and any(a.get(k, 0) < b.get(k, 0) for k in keys)
+
+
+def concurrent(a: Vector, b: Vector) -> bool:
+    return not happened_before(a, b) and not happened_before(b, a) and a != b
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def skewed_wall_clock(skew_ms: int) -> Callable[[], int]:
+    """A wall clock off by `skew_ms`, for the clock-skew drill."""
+    return lambda: wall_clock_ms() + skew_ms
 
 
 class HybridLogicalClock:

@@ -33,19 +33,26 @@ def test_probe_crosses_every_sidecar_and_is_one_trace() -> None:
     assert result["complete"], result["reached"]
     wanted = {name for s in SERVICES for name in (s.name, s.sidecar)}
 
-    def whole_trace() -> list[dict[str, Any]] | None:
-        spans = _spans(result["trace_id"])
-        return spans if wanted <= {s["service"] for s in spans} else None
+    def edges_of(spans: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        by_id = {s["spanId"]: s for s in spans}
+        app_services = {s.name for s in SERVICES}
+        edges = set()
+        for span in spans:
+            parent = by_id.get(span.get("parentSpanId", ""))
+            # Walk up through sidecar spans to the calling application service.
+            while parent is not None and parent["service"] not in app_services:
+                parent = by_id.get(parent.get("parentSpanId", ""))
+            if parent is not None and span["service"] in app_services and parent["service"] != span["service"]:
+                edges.add((parent["service"], span["service"]))
+        return edges
 
-    spans = wait_for(whole_trace, 30, f"spans of {sorted(wanted)} in trace {result['trace_id']}", interval=1.0)
-    by_id = {s["spanId"]: s for s in spans}
-    app_services = {s.name for s in SERVICES}
-    edges = set()
-    for span in spans:
-        parent = by_id.get(span.get("parentSpanId", ""))
-        # Walk up through sidecar spans to the calling application service.
-        while parent is not None and parent["service"] not in app_services:
-            parent = by_id.get(parent.get("parentSpanId", ""))
-        if parent is not None and span["service"] in app_services and parent["service"] != span["service"]:
-            edges.add((parent["service"], span["service"]))
+    def whole_trace() -> set[tuple[str, str]] | None:
+        # Spans arrive in batches (Envoy flushes every few seconds): wait for all of them.
+        spans = _spans(result["trace_id"])
+        if not wanted <= {s["service"] for s in spans}:
+            return None
+        edges = edges_of(spans)
+        return edges if edges >= EXPECTED_EDGES else None
+
+    edges = wait_for(whole_trace, 30, f"spans of {sorted(wanted)} in trace {result['trace_id']}", interval=1.0)
     assert edges == EXPECTED_EDGES

@@ -8,9 +8,6 @@ CREATE TABLE drivers (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Fencing tokens: strictly increasing, durable (they survive any restart).
-CREATE SEQUENCE driver_fence;
-
 -- Idempotent participant: a command's effect and this record commit together; a
 -- redelivered command gets the stored reply.
 CREATE TABLE handled_commands (
