@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 RIDECTL := $(VENV)/bin/ridectl
+# `make up ZK_NODES=3` runs ZooKeeper as a three-node ensemble (for quorum drills).
+export ZK_NODES
 
 .PHONY: bootstrap up down status demo test lint protos bench
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from ridectl.stack import health, paths
 from ridectl.stack.errors import StackError
-from services.shared.topology import INFRA, SERVICES
+from services.shared.topology import INFRA, SERVICES, SWEEPERS, zookeeper_hosts, zookeeper_ports
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,24 @@ class Component:
     stopwaitsecs: int = 15
 
 
+SLF4J_INFO = "-Dorg.slf4j.simpleLogger.defaultLogLevel=info"
+
+
 def _passed(*names: str) -> dict[str, str]:
     """Settings handed from `ridectl up`'s environment to the processes it starts."""
     return {name: os.environ[name] for name in names if name in os.environ}
+
+
+def clock_skew(name: str) -> dict[str, str]:
+    """RIDESAGA_CLOCK_SKEW="payment=-5000" sets one process's wall clock off by 5 s."""
+    spec = os.environ.get("RIDESAGA_CLOCK_SKEW", "")
+    for entry in filter(None, spec.split(",")):
+        target, _, ms = entry.partition("=")
+        if not ms.lstrip("-").isdigit():
+            raise StackError(f"RIDESAGA_CLOCK_SKEW entries must be SERVICE=MILLISECONDS, got {entry!r}")
+        if target == name:
+            return {"RIDESAGA_CLOCK_SKEW_MS": ms}
+    return {}
 
 
 def postgres_bindir() -> Path:
@@ -54,26 +70,55 @@ def java() -> str:
     return found
 
 
+MODE_FILE = "stack.json"
+
+
+def zookeeper_nodes(run: Path) -> int:
+    """1, or 3 for quorum drills: ZK_NODES at `up` wins, then what the last `up` chose."""
+    raw = os.environ.get("ZK_NODES") or None
+    if raw is None:
+        mode = run / MODE_FILE
+        raw = str(json.loads(mode.read_text()).get("zk_nodes", 1)) if mode.exists() else "1"
+    if raw not in ("1", "3"):
+        raise StackError(f"ZK_NODES must be 1 or 3, got {raw!r}")
+    return int(raw)
+
+
+def remember_mode(run: Path) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / MODE_FILE).write_text(json.dumps({"zk_nodes": zookeeper_nodes(run)}))
+
+
+def zookeepers(run: Path) -> list[Component]:
+    nodes = zookeeper_nodes(run)
+    found = []
+    for node, port in enumerate(zookeeper_ports(nodes), start=1):
+        found.append(
+            Component(
+                "zookeeper" if nodes == 1 else f"zookeeper-{node}",
+                "infra",
+                port,
+                [
+                    java(),
+                    "-Xms32m",
+                    "-Xmx128m",
+                    SLF4J_INFO,
+                    "-cp",
+                    f"{paths.jars_dir('zookeeper')}/*",
+                    "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                    str(run / "zookeeper" / str(node) / "zoo.cfg"),
+                ],
+                functools.partial(health.zookeeper, port),
+            )
+        )
+    return found
+
+
 def infra(run: Path) -> list[Component]:
     bindir = postgres_bindir()
-    slf4j = "-Dorg.slf4j.simpleLogger.defaultLogLevel=info"
+    slf4j = SLF4J_INFO
     return [
-        Component(
-            "zookeeper",
-            "infra",
-            INFRA.zookeeper,
-            [
-                java(),
-                "-Xms32m",
-                "-Xmx128m",
-                slf4j,
-                "-cp",
-                f"{paths.jars_dir('zookeeper')}/*",
-                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-                str(run / "zookeeper" / "zoo.cfg"),
-            ],
-            lambda: health.zookeeper(INFRA.zookeeper),
-        ),
+        *zookeepers(run),
         Component(
             "kafka",
             "infra",
@@ -142,6 +187,16 @@ def infra(run: Path) -> list[Component]:
             ],
             lambda: health.redis_ping(INFRA.redis),
         ),
+        *(
+            Component(
+                f"redis-lock-{n}",
+                "infra",
+                port,
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+                functools.partial(health.redis_ping, port),
+            )
+            for n, port in enumerate(INFRA.redlock, start=1)
+        ),
         Component(
             "jaeger",
             "infra",
@@ -154,7 +209,23 @@ def infra(run: Path) -> list[Component]:
 
 def services(run: Path) -> list[Component]:
     python = str(paths.python())
-    found: list[Component] = []
+    zk = {"RIDESAGA_ZOOKEEPER": zookeeper_hosts(zookeeper_nodes(run))}
+    found: list[Component] = [
+        Component(
+            name,
+            "services",
+            None,
+            [python, "-m", "services.trip.sweeper"],
+            lambda: True,
+            environment={
+                "PYTHONUNBUFFERED": "1",
+                "RIDESAGA_SWEEPER_ID": name,
+                **zk,
+                **_passed("RIDESAGA_TRACE_SAMPLE_RATIO"),
+            },
+        )
+        for name in SWEEPERS
+    ]
     for spec in SERVICES:
         found.append(
             Component(
@@ -163,7 +234,11 @@ def services(run: Path) -> list[Component]:
                 spec.app_port,
                 [python, "-m", f"services.{spec.name}.entrypoint"],
                 functools.partial(health.grpc_serving, spec.app_port, spec.grpc_service),
-                environment={"PYTHONUNBUFFERED": "1", **_passed("RIDESAGA_TRACE_SAMPLE_RATIO")},
+                environment={
+                    "PYTHONUNBUFFERED": "1",
+                    **_passed("RIDESAGA_TRACE_SAMPLE_RATIO"),
+                    **clock_skew(spec.name),
+                },
             )
         )
         found.append(

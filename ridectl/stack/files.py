@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ridectl.stack.envoy import all_sidecar_configs
 from services.shared.config import trace_sample_ratio
-from services.shared.topology import INFRA
+from services.shared.topology import INFRA, zookeeper_ports
 
 
 def kafka_properties(data: Path) -> str:
@@ -46,20 +46,24 @@ def new_kafka_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def zookeeper_config(data: Path) -> str:
-    return "\n".join(
-        [
-            "tickTime=2000",
-            "initLimit=10",
-            "syncLimit=5",
-            f"dataDir={data}",
-            f"clientPort={INFRA.zookeeper}",
-            "clientPortAddress=127.0.0.1",
-            "admin.enableServer=false",
-            "4lw.commands.whitelist=srvr,ruok,mntr,stat",
-            "",
+def zookeeper_config(data: Path, node: int, nodes: int) -> str:
+    """One node's zoo.cfg; with nodes > 1, a quorum ensemble on loopback ports."""
+    lines = [
+        "tickTime=2000",
+        "initLimit=10",
+        "syncLimit=5",
+        f"dataDir={data}",
+        f"clientPort={zookeeper_ports(nodes)[node - 1]}",
+        "clientPortAddress=127.0.0.1",
+        "admin.enableServer=false",
+        "4lw.commands.whitelist=srvr,ruok,mntr,stat",
+    ]
+    if nodes > 1:
+        lines += [
+            f"server.{i}=127.0.0.1:{INFRA.zookeeper_peer + i - 1}:{INFRA.zookeeper_election + i - 1}"
+            for i in range(1, nodes + 1)
         ]
-    )
+    return "\n".join([*lines, ""])
 
 
 def jaeger_config() -> str:

@@ -38,7 +38,7 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 
 def _prepare(run: Path, components: list[Component]) -> list[str]:
-    for sub in ("logs", "kafka", "zookeeper/data", "redis", "jaeger", "envoy", "fleet"):
+    for sub in ("logs", "kafka", "redis", "jaeger", "envoy", "fleet"):
         (run / sub).mkdir(parents=True, exist_ok=True)
     pg = run / "postgres"
     if not (pg / "data" / "PG_VERSION").exists():
@@ -88,7 +88,12 @@ def _prepare(run: Path, components: list[Component]) -> list[str]:
         )
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed: {(result.stderr or result.stdout).strip()[-400:]}")
-    (run / "zookeeper" / "zoo.cfg").write_text(files.zookeeper_config(run / "zookeeper" / "data"))
+    nodes = comp.zookeeper_nodes(run)
+    for node in range(1, nodes + 1):
+        home = run / "zookeeper" / str(node)
+        (home / "data").mkdir(parents=True, exist_ok=True)
+        (home / "data" / "myid").write_text(f"{node}\n")
+        (home / "zoo.cfg").write_text(files.zookeeper_config(home / "data", node, nodes))
     (run / "jaeger" / "config.yaml").write_text(files.jaeger_config())
     changed = files.write_sidecar_configs(run / "envoy")
     (run / "supervisord.conf").write_text(render(components, run))
@@ -129,6 +134,7 @@ def _wait(supervisor: Supervisor, group: list[Component]) -> None:
 
 def up(run: Path = paths.RUN) -> None:
     started = time.monotonic()
+    comp.remember_mode(run)
     everything = comp.all_components(run)
     supervisor = Supervisor(run)
     _check_ports(everything, supervisor)

@@ -114,6 +114,10 @@ class Supervisor:
             return
         self._rpc().startProcess(name, False)
 
+    def stop(self, name: str) -> None:
+        """Stops one program and keeps it stopped (unlike a kill, which it restarts)."""
+        self._rpc().stopProcess(name, True)
+
     def restart_if_running(self, name: str) -> None:
         if self.info(name)["statename"] == "RUNNING":
             self._rpc().stopProcess(name, True)

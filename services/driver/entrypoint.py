@@ -168,7 +168,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     client = aioredis.Redis.from_url(
         settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=5
     )
-    clock = HybridLogicalClock()
+    clock = config.clock()
     hub = OfferHub()
     publisher = Publisher(settings.kafka_bootstrap)
     registry, locations = DriverRegistry(pool), DriverLocations(client)

@@ -13,7 +13,6 @@ from ridesaga.payment.v1 import payment_pb2_grpc
 from ridesaga.psp.v1 import psp_pb2_grpc
 from services.payment.participant import PaymentParticipant
 from services.shared import config, db, mesh
-from services.shared.clocks import HybridLogicalClock
 from services.shared.eos import LoopConfig, TransactionalLoop
 from services.shared.grpc_server import Context, Lifecycle, serve
 from services.shared.probe import probe
@@ -46,7 +45,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
             topics=("payment.commands",),
             dead_letter_topic="ridesaga.dlq",
         ),
-        PaymentParticipant(pool, psp, HybridLogicalClock()).handle,
+        PaymentParticipant(pool, psp, config.clock()).handle,
     )
     lifecycle.on_close(pool.close)
     lifecycle.on_close(channel.close)

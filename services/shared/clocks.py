@@ -90,6 +90,10 @@ class HybridLogicalClock:
         self._last = Timestamp(0, 0)
         self._lock = threading.Lock()
 
+    def wall_ms(self) -> int:
+        """This process's physical clock (skewed, if configured so)."""
+        return self._physical()
+
     def now(self) -> Timestamp:
         """Stamps a local or send event."""
         with self._lock:

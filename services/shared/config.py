@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from services.shared.clocks import HybridLogicalClock, skewed_wall_clock
 from services.shared.topology import INFRA, service
 
 
@@ -48,6 +49,20 @@ def trace_sample_ratio() -> float:
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"RIDESAGA_TRACE_SAMPLE_RATIO must be in [0, 1], got {ratio}")
     return ratio
+
+
+def clock_skew_ms() -> int:
+    """How far this process's wall clock is set off, for the clock-skew drill (0 normally)."""
+    raw = os.environ.get("RIDESAGA_CLOCK_SKEW_MS", "0")
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"RIDESAGA_CLOCK_SKEW_MS must be an integer number of ms, got {raw!r}") from None
+
+
+def clock() -> HybridLogicalClock:
+    """This process's hybrid logical clock, on its (possibly skewed) wall clock."""
+    return HybridLogicalClock(skewed_wall_clock(clock_skew_ms()))
 
 
 def load(service_name: str) -> Settings:

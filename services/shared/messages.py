@@ -38,7 +38,12 @@ def envelope(
         raise ValueError("an envelope carries exactly one body")
     ((kind, message),) = body.items()
     built = saga_pb2.Envelope(
-        message_id=message_id, ride_id=ride_id, type=kind, hlc=str(clock.now()), causation_id=causation_id
+        message_id=message_id,
+        ride_id=ride_id,
+        type=kind,
+        hlc=str(clock.now()),
+        causation_id=causation_id,
+        sent_wall_ms=clock.wall_ms(),
     )
     getattr(built, kind).CopyFrom(message)
     return built

@@ -41,11 +41,14 @@ SERVICES: tuple[ServiceSpec, ...] = (
 
 @dataclass(frozen=True)
 class InfraPorts:
-    zookeeper: int = 12181
+    zookeeper: int = 12181  # node i of an ensemble listens on zookeeper + i - 1
+    zookeeper_peer: int = 12881  # ensemble mode: quorum port of node i is zookeeper_peer + i - 1
+    zookeeper_election: int = 12891  # and its leader-election port, zookeeper_election + i - 1
     kafka: int = 19092
     kafka_controller: int = 19093
     postgres: int = 15432
     redis: int = 16379
+    redlock: tuple[int, int, int] = (16381, 16382, 16383)  # three independent Redis for Redlock
     jaeger_otlp_grpc: int = 4317
     jaeger_otlp_http: int = 4318
     jaeger_query: int = 16686
@@ -67,6 +70,17 @@ TOPICS: dict[str, dict[str, str]] = {
     "ridesaga.dlq": {},
 }
 TOPIC_PARTITIONS = 3
+
+
+SWEEPERS = ("trip-sweeper-1", "trip-sweeper-2")
+
+
+def zookeeper_ports(nodes: int) -> list[int]:
+    return [INFRA.zookeeper + i for i in range(nodes)]
+
+
+def zookeeper_hosts(nodes: int) -> str:
+    return ",".join(f"127.0.0.1:{port}" for port in zookeeper_ports(nodes))
 
 
 def service(name: str) -> ServiceSpec:

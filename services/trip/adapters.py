@@ -98,12 +98,18 @@ async def save_ride(conn: AsyncConnection[Any], ride: Ride) -> None:
 
 
 async def append_log(
-    conn: AsyncConnection[Any], ride_id: str, entries: list[tuple[LogEntry, str]], message_id: str
+    conn: AsyncConnection[Any],
+    ride_id: str,
+    entries: list[tuple[LogEntry, str]],
+    message_id: str,
+    message_hlc: str = "",
+    sender_wall_ms: int = 0,
 ) -> None:
     async with conn.cursor() as cursor:
         await cursor.executemany(
-            "INSERT INTO saga_log (ride_id, step, status, detail, hlc, message_id) VALUES (%s, %s, %s, %s, %s, %s)",
-            [(ride_id, e.step, e.status, e.detail, hlc, message_id) for e, hlc in entries],
+            "INSERT INTO saga_log (ride_id, step, status, detail, hlc, message_id, message_hlc, sender_wall_ms)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [(ride_id, e.step, e.status, e.detail, hlc, message_id, message_hlc, sender_wall_ms) for e, hlc in entries],
         )
 
 
@@ -147,3 +153,9 @@ async def overdue(conn: AsyncConnection[Any], now_ms: int, limit: int) -> list[t
         )
     ).fetchall()
     return [(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+
+async def stale_sweeper(conn: AsyncConnection[Any], epoch: int) -> bool:
+    """Whether a sweeper's epoch is older than the current leader's."""
+    row = await (await conn.execute("SELECT epoch FROM sweeper_epoch WHERE id = 1")).fetchone()
+    return row is not None and epoch < int(row[0])

@@ -1,5 +1,6 @@
 """The trip service: the saga orchestrator. Its gRPC face starts, reads, watches and
-cancels rides; its transactional loop runs the saga; its sweeper times out stuck steps."""
+cancels rides; its transactional loop runs the saga. Its sweeper, which times out stuck
+steps, runs as separate processes with a leader elected on ZooKeeper (sweeper.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from services.shared.telemetry import ride_scope
 from services.shared.topology import service
 from services.trip import adapters, fares, saga
 from services.trip.orchestrator import Orchestrator
-from services.trip.sweeper import TRIP_COMMANDS, Sweeper
+from services.trip.sweeper import TRIP_COMMANDS
 
 SPEC = service("trip")
 WATCH_POLL_SECONDS = 0.2
@@ -155,7 +156,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     settings = config.load(SPEC.name)
     pool = await db.open_pool(settings.postgres_dsn(SPEC.name), max_size=12)
     channel = mesh.sidecar_channel(settings.egress_target)
-    clock = HybridLogicalClock()
+    clock = config.clock()
     publisher = Publisher(settings.kafka_bootstrap)
     trip_pb2_grpc.add_TripServiceServicer_to_server(
         TripServicer(
@@ -182,7 +183,6 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     lifecycle.on_close(channel.close)
     lifecycle.on_close(publisher.close)
     lifecycle.spawn("orchestrator", loop.run)
-    lifecycle.spawn("sweeper", Sweeper(pool, publisher, clock).run)
 
 
 def main() -> None:

@@ -106,6 +106,11 @@ class Orchestrator:
             ride = await adapters.load_ride(conn, env.ride_id, lock=True)
             if ride is None:
                 raise Poison(f"unknown ride {env.ride_id}")
+            if isinstance(event, saga.StepTimedOut) and await adapters.stale_sweeper(conn, env.step_timed_out.epoch):
+                # Sent by a sweeper that is no longer the leader: fenced, no effect.
+                trace.get_current_span().add_event("fenced: stale sweeper epoch", {"epoch": env.step_timed_out.epoch})
+                await adapters.mark_processed(conn, env.message_id, [])
+                return []
             decision = saga.decide(ride, event, int(time.time() * 1000))
             span = trace.get_current_span()
             if decision.ride.state != ride.state:
@@ -116,7 +121,12 @@ class Orchestrator:
             elif decision.ride != ride:
                 await adapters.save_ride(conn, decision.ride)
             await adapters.append_log(
-                conn, ride.ride_id, [(entry, str(self.clock.now())) for entry in decision.log], env.message_id
+                conn,
+                ride.ride_id,
+                [(entry, str(self.clock.now())) for entry in decision.log],
+                env.message_id,
+                env.hlc,
+                env.sent_wall_ms,
             )
             out = [to_envelope(decision.ride, c, self.clock, env.message_id) for c in decision.commands]
             await adapters.mark_processed(conn, env.message_id, [(o.topic, o.value or b"") for o in out])

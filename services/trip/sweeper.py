@@ -1,11 +1,21 @@
 """The sweeper: finds sagas whose current step is past its deadline and sends each a
 StepTimedOut message, which the orchestrator handles like any other (so every
 transition still happens in one place, exactly once). This is what bounds the time
-every saga takes to reach a terminal state, whatever crashed."""
+every saga takes to reach a terminal state, whatever crashed.
+
+Two sweepers run; one leads, elected on ZooKeeper (services/shared/leadership.py). The
+leader's every sweep is a write fenced by its epoch: it succeeds only while no newer
+leader has claimed the epoch row, so a leader that was paused past its session and
+wakes up is refused, records the refusal and steps down. Its StepTimedOut messages carry
+the epoch too, and the orchestrator ignores those older than the current one."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import signal
 import time
 from collections import OrderedDict
 
@@ -13,36 +23,63 @@ from opentelemetry import propagate, trace
 from psycopg_pool import AsyncConnectionPool
 
 from ridesaga.saga.v1 import saga_pb2
+from services.shared import config, db
 from services.shared.clocks import HybridLogicalClock
+from services.shared.leadership import Leadership
 from services.shared.messages import envelope, outgoing
-from services.shared.periodic import every
 from services.shared.publisher import Publisher
-from services.shared.telemetry import ride_scope
+from services.shared.telemetry import ride_scope, setup_logging, setup_tracing
 from services.trip import adapters
 
 SWEEP_INTERVAL_SECONDS = 0.5
 BATCH = 200
 REMEMBERED = 10_000
 TRIP_COMMANDS = "trip.commands"
+ELECTION_PATH = "/ridesaga/trip/sweeper"
+SESSION_TIMEOUT_SECONDS = 4.0
 tracer = trace.get_tracer(__name__)
+log = logging.getLogger("sweeper")
 
 
 class Sweeper:
-    def __init__(self, pool: AsyncConnectionPool, publisher: Publisher, clock: HybridLogicalClock) -> None:
+    def __init__(self, pool: AsyncConnectionPool, publisher: Publisher, clock: HybridLogicalClock, name: str) -> None:
         self.pool = pool
         self.publisher = publisher
         self.clock = clock
+        self.name = name
         self.sent: OrderedDict[str, None] = OrderedDict()
 
-    async def sweep_once(self) -> int:
+    async def claim(self, epoch: int) -> bool:
+        """Records this leader's epoch, unless a newer leader already has."""
         async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE sweeper_epoch SET epoch = %s, leader = %s, since = now() WHERE id = 1 AND epoch < %s",
+                (epoch, self.name, epoch),
+            )
+            return cursor.rowcount == 1
+
+    async def sweep_once(self, epoch: int) -> bool:
+        """One fenced sweep; False if a newer leader has taken over (the write was refused)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            row = await (await conn.execute("SELECT epoch FROM sweeper_epoch WHERE id = 1 FOR SHARE")).fetchone()
+            current = int(row[0]) if row else 0
+            if current != epoch:
+                await conn.execute(
+                    "INSERT INTO sweeper_rejections (sweeper, epoch, current_epoch) VALUES (%s, %s, %s)",
+                    (self.name, epoch, current),
+                )
+                return False
+            await conn.execute(
+                "INSERT INTO sweeper_runs (sweeper, epoch) VALUES (%s, %s) ON CONFLICT (sweeper) DO UPDATE"
+                " SET epoch = EXCLUDED.epoch, runs = sweeper_runs.runs + 1, last_run = now()",
+                (self.name, epoch),
+            )
             due = await adapters.overdue(conn, int(time.time() * 1000), BATCH)
-        sent = 0
         for ride_id, state, attempt, deadline, traceparent in due:
             message_id = f"{ride_id}:timeout:{state}:{attempt}:{deadline}"
             if message_id in self.sent:
                 continue
-            body = saga_pb2.StepTimedOut(step=state, attempt=attempt)
+            body = saga_pb2.StepTimedOut(step=state, attempt=attempt, epoch=epoch)
             parent = propagate.extract({"traceparent": traceparent} if traceparent else {})
             with tracer.start_as_current_span(f"sweeper: {state} timed out", context=parent), ride_scope(ride_id):
                 env = envelope(self.clock, message_id, ride_id, "", step_timed_out=body)
@@ -50,8 +87,60 @@ class Sweeper:
             self.sent[message_id] = None
             if len(self.sent) > REMEMBERED:
                 self.sent.popitem(last=False)
-            sent += 1
-        return sent
+        return True
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        await every(SWEEP_INTERVAL_SECONDS, stopping, self.sweep_once, "sweep")
+    async def lead(self, leadership: Leadership, epoch: int, stopping: asyncio.Event) -> None:
+        """Sweeps while leading. The fenced write comes first in every round: a leader
+        resumed after a pause tries once more, is refused, and steps down."""
+        while not stopping.is_set():
+            try:
+                if not await self.sweep_once(epoch):
+                    log.warning("fenced out by a newer leader; stepping down", extra={"fields": {"epoch": epoch}})
+                    return
+            except Exception as error:
+                log.warning("sweep failed", extra={"fields": {"error": repr(error)}})
+            if not leadership.still_leading():
+                log.warning("ZooKeeper session lost; stepping down", extra={"fields": {"epoch": epoch}})
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), SWEEP_INTERVAL_SECONDS)
+
+    async def run(self, leadership: Leadership, stopping: asyncio.Event) -> None:
+        await leadership.start()
+        while not stopping.is_set():
+            epoch = await leadership.campaign(stopping)
+            if epoch is None:
+                break
+            if await self.claim(epoch):
+                log.info("elected sweeper leader", extra={"fields": {"epoch": epoch}})
+                await self.lead(leadership, epoch, stopping)
+            await leadership.resign()
+        await leadership.stop()
+
+
+async def run() -> None:
+    name = os.environ.get("RIDESAGA_SWEEPER_ID", f"sweeper-{os.getpid()}")
+    settings = config.load("trip")
+    setup_logging(name)
+    provider = setup_tracing("trip-sweeper", settings.otlp_endpoint, settings.environment, settings.trace_sample_ratio)
+    pool = await db.open_pool(settings.postgres_dsn("trip"), max_size=2)
+    publisher = Publisher(settings.kafka_bootstrap)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    leadership = Leadership(settings.zookeeper_hosts, ELECTION_PATH, name, SESSION_TIMEOUT_SECONDS)
+    try:
+        await Sweeper(pool, publisher, config.clock(), name).run(leadership, stopping)
+    finally:
+        publisher.close()
+        await pool.close()
+        provider.shutdown()
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

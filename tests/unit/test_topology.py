@@ -3,7 +3,9 @@ from services.shared.topology import INFRA, SERVICES, TOPICS, service
 
 def test_every_port_is_used_once() -> None:
     ports = [p for s in SERVICES for p in (s.app_port, s.ingress_port, s.egress_port, s.admin_port)]
-    ports += list(vars(INFRA).values())
+    for value in vars(INFRA).values():
+        ports += list(value) if isinstance(value, tuple) else [value]
+    ports += [p + i for p in (INFRA.zookeeper, INFRA.zookeeper_peer, INFRA.zookeeper_election) for i in (1, 2)]
     assert len(ports) == len(set(ports))
 
 

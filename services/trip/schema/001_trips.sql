@@ -34,7 +34,10 @@ CREATE TABLE saga_log (
     status     text NOT NULL,
     detail     text NOT NULL DEFAULT '',
     hlc        text NOT NULL,
+    -- The message that caused the entry: its id, its sender's HLC and wall-clock times.
     message_id text NOT NULL,
+    message_hlc    text NOT NULL DEFAULT '',
+    sender_wall_ms bigint NOT NULL DEFAULT 0,
     at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX saga_log_ride ON saga_log (ride_id, seq);
