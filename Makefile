@@ -36,4 +36,5 @@ test: bootstrap
 
 # Benchmarks measure; they never pass or fail a build. Results go to docs/ with this command.
 bench: up
+	@$(VENV)/bin/python -m ridectl.detector_bench
 	@$(RIDECTL) bench tracing

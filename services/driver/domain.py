@@ -1,7 +1,10 @@
 """Drivers and their availability; no I/O.
 
-A driver is available for matching while its heartbeats keep arriving: one silent for
-longer than MAX_SILENCE_MS is out of matching until it is heard from again."""
+A driver is available for matching while its heartbeats keep arriving. Two detectors
+judge that: the phi accrual detector (services/shared/failure_detectors.py), which adapts
+to each driver's own heartbeat rhythm and takes a silent driver out within seconds, and
+a fixed timeout of MAX_SILENCE_MS behind it, which also covers drivers this process has
+no history for yet (after a restart)."""
 
 from __future__ import annotations
 
@@ -52,5 +55,5 @@ def nearby_query(center: Position, radius_km: float, limit: int) -> NearbyQuery:
     return NearbyQuery(center, radius_km, limit)
 
 
-def is_available(last_heard_ms: float | None, now_ms: float) -> bool:
-    return last_heard_ms is not None and now_ms - last_heard_ms <= MAX_SILENCE_MS
+def is_available(last_heard_ms: float | None, now_ms: float, phi_suspects: bool = False) -> bool:
+    return last_heard_ms is not None and now_ms - last_heard_ms <= MAX_SILENCE_MS and not phi_suspects

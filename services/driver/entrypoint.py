@@ -23,6 +23,7 @@ from services.shared import config, db, validation
 from services.shared.clocks import HybridLogicalClock
 from services.shared.eos import LoopConfig, TransactionalLoop
 from services.shared.errors import FailedPrecondition, InvalidArgument, NotFound, grpc_errors
+from services.shared.failure_detectors import PhiAccrualDetector
 from services.shared.grpc_server import Context, Lifecycle, serve
 from services.shared.locks import FencedLock
 from services.shared.messages import envelope, outgoing
@@ -46,9 +47,11 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         hub: OfferHub,
         publisher: Publisher,
         clock: HybridLogicalClock,
+        detector: PhiAccrualDetector,
     ) -> None:
         self.registry = registry
         self.locations = locations
+        self.detector = detector
         self.hub = hub
         self.publisher = publisher
         self.clock = clock
@@ -129,6 +132,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
                     raise NotFound("driver", beat.driver_id)
                 known.add(beat.driver_id)
             await self.locations.record(driver_id, where, _now_ms())
+            self.detector.heartbeat(str(driver_id), time.monotonic() * 1000)
             received += 1
         return driver_pb2.HeartbeatSummary(received=received)
 
@@ -143,11 +147,11 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
             request.radius_km,
             request.limit,
         )
-        now = _now_ms()
+        now, monotonic = _now_ms(), time.monotonic() * 1000
         available = [
             driver_pb2.NearbyDriver(driver_id=driver_id, distance_km=distance)
             for driver_id, distance, heard in await self.locations.nearby(query)
-            if domain.is_available(heard, now)
+            if domain.is_available(heard, now, self.detector.suspect(driver_id, monotonic))
         ]
         return driver_pb2.FindNearbyDriversReply(drivers=available[: query.limit])
 
@@ -172,10 +176,11 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     hub = OfferHub()
     publisher = Publisher(settings.kafka_bootstrap)
     registry, locations = DriverRegistry(pool), DriverLocations(client)
+    detector = PhiAccrualDetector()
     driver_pb2_grpc.add_DriverServiceServicer_to_server(
-        DriverServicer(registry, locations, hub, publisher, clock), server
+        DriverServicer(registry, locations, hub, publisher, clock, detector), server
     )
-    participant = DriverParticipant(pool, locations, FencedLock(client), hub, clock)
+    participant = DriverParticipant(pool, locations, FencedLock(client), hub, clock, detector)
     loop = TransactionalLoop(
         LoopConfig(
             name="driver-participant",

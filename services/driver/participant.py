@@ -24,6 +24,7 @@ from services.driver.adapters import DriverLocations, reserve
 from services.driver.offers import OfferHub
 from services.shared.clocks import HybridLogicalClock, Timestamp
 from services.shared.eos import Retry
+from services.shared.failure_detectors import PhiAccrualDetector
 from services.shared.locks import FencedLock, Lease
 from services.shared.messages import Outgoing, Poison, envelope, outgoing
 
@@ -41,9 +42,11 @@ class DriverParticipant:
         lock: FencedLock,
         hub: OfferHub,
         clock: HybridLogicalClock,
+        detector: PhiAccrualDetector,
     ) -> None:
         self.pool = pool
         self.lock = lock
+        self.detector = detector
         self.locations = locations
         self.hub = hub
         self.clock = clock
@@ -83,12 +86,13 @@ class DriverParticipant:
         cmd = env.reserve_driver
         center = domain.position("pickup", cmd.pickup.lat, cmd.pickup.lng)
         query = domain.nearby_query(center, MATCH_RADIUS_KM, CANDIDATES)
-        now = time.time() * 1000
+        now, monotonic = time.time() * 1000, time.monotonic() * 1000
         excluded = set(cmd.exclude_driver_ids)
         candidates = [
             driver_id
             for driver_id, _, heard in await self.locations.nearby(query)
-            if domain.is_available(heard, now) and driver_id not in excluded
+            if domain.is_available(heard, now, self.detector.suspect(driver_id, monotonic))
+            and driver_id not in excluded
         ]
         reply_id = f"{env.message_id}:reply"
         leases: list[Lease] = []

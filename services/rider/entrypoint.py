@@ -4,11 +4,14 @@ keys and one live ride per rider. Reads and cancels are forwarded to trip."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 import grpc
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
@@ -16,14 +19,16 @@ from ridesaga.trip.v1 import trip_pb2, trip_pb2_grpc
 from services.rider.adapters import RequestStore, RiderStore
 from services.rider.domain import Rider, RideRequest, new_rider, ride_request
 from services.shared import config, db, idempotency, mesh, validation
-from services.shared.errors import DomainError, FailedPrecondition, NotFound, grpc_errors
+from services.shared.errors import DomainError, FailedPrecondition, NotFound, RateLimited, grpc_errors
 from services.shared.grpc_server import Context, Lifecycle, serve
 from services.shared.periodic import every
 from services.shared.probe import probe
+from services.shared.ratelimit import TokenBucket
 from services.shared.telemetry import ride_scope
 from services.shared.topology import service
 
 SPEC = service("rider")
+log = logging.getLogger(__name__)
 TRIP_TIMEOUT_SECONDS = 5.0
 REAP_INTERVAL_SECONDS = 60.0
 
@@ -49,10 +54,28 @@ def _now_ms() -> int:
 
 
 class RiderServicer(rider_pb2_grpc.RiderServiceServicer):
-    def __init__(self, riders: RiderStore, requests: RequestStore, trip: trip_pb2_grpc.TripServiceAsyncStub) -> None:
+    def __init__(
+        self,
+        riders: RiderStore,
+        requests: RequestStore,
+        trip: trip_pb2_grpc.TripServiceAsyncStub,
+        limiter: TokenBucket,
+    ) -> None:
         self.riders = riders
         self.requests = requests
         self.trip = trip
+        self.limiter = limiter
+
+    async def _within_rate(self, rider_id: uuid.UUID) -> None:
+        """Per-rider token bucket. If Redis is down the limit is not enforced (fail open:
+        a rate limit protects capacity, not correctness) and Envoy's edge limit remains."""
+        try:
+            decision = await self.limiter.take(str(rider_id))
+        except RedisError as error:
+            log.warning("rate limiter unavailable; allowing", extra={"fields": {"error": repr(error)}})
+            return
+        if not decision.allowed:
+            raise RateLimited(f"rider {rider_id} ride requests", decision.retry_after_seconds)
 
     @grpc_errors
     async def CreateRider(self, request: rider_pb2.CreateRiderRequest, context: Context) -> rider_pb2.Rider:
@@ -95,6 +118,7 @@ class RiderServicer(rider_pb2_grpc.RiderServiceServicer):
             _point(request.dropoff, request.HasField("dropoff")),
         )
         key = idempotency.validate_key(request.idempotency_key)
+        await self._within_rate(want.rider_id)
         rider = await self.riders.get(want.rider_id)
         if rider is None:
             raise NotFound("rider", request.rider_id)
@@ -183,9 +207,12 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     pool = await db.open_pool(settings.postgres_dsn(SPEC.name), max_size=16)
     channel = mesh.sidecar_channel(settings.egress_target)
     requests = RequestStore(pool)
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    limiter = TokenBucket(client, "ratelimit:ride-requests", *config.ride_request_limit())
     rider_pb2_grpc.add_RiderServiceServicer_to_server(
-        RiderServicer(RiderStore(pool), requests, trip_pb2_grpc.TripServiceStub(channel)), server
+        RiderServicer(RiderStore(pool), requests, trip_pb2_grpc.TripServiceStub(channel), limiter), server
     )
+    lifecycle.on_close(client.aclose)
     lifecycle.on_close(pool.close)
     lifecycle.on_close(channel.close)
     lifecycle.spawn("reap-keys", lambda stopping: reap_keys(requests, stopping))

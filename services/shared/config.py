@@ -51,6 +51,15 @@ def trace_sample_ratio() -> float:
     return ratio
 
 
+def ride_request_limit() -> tuple[int, float]:
+    """Per-rider token bucket for RequestRide: (burst, requests per second)."""
+    burst = _float("RIDESAGA_RIDE_REQUEST_BURST", 10)
+    rate = _float("RIDESAGA_RIDE_REQUEST_RATE", 1.0)
+    if burst < 1 or rate <= 0:
+        raise ValueError("RIDESAGA_RIDE_REQUEST_BURST must be >= 1 and RIDESAGA_RIDE_REQUEST_RATE > 0")
+    return int(burst), rate
+
+
 def clock_skew_ms() -> int:
     """How far this process's wall clock is set off, for the clock-skew drill (0 normally)."""
     raw = os.environ.get("RIDESAGA_CLOCK_SKEW_MS", "0")

@@ -46,6 +46,16 @@ class Aborted(DomainError):
     code = grpc.StatusCode.ABORTED
 
 
+class RateLimited(DomainError):
+    """Too many requests: RESOURCE_EXHAUSTED, with the wait in `retry-after-ms` metadata."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, what: str, retry_after_seconds: float) -> None:
+        super().__init__(f"{what}: rate limit exceeded; retry after {retry_after_seconds:.2f} s")
+        self.retry_after_ms = max(1, round(retry_after_seconds * 1000))
+
+
 R = TypeVar("R")
 Method = Callable[..., Awaitable[R]]
 
@@ -58,6 +68,8 @@ def grpc_errors(method: Method[R]) -> Method[R]:
         try:
             return await method(self, request, context)
         except DomainError as error:
+            if isinstance(error, RateLimited):
+                context.set_trailing_metadata((("retry-after-ms", str(error.retry_after_ms)),))
             await context.abort(error.code, str(error))
             raise  # abort() always raises; this line only satisfies the type checker
         except psycopg.OperationalError:
