@@ -196,6 +196,12 @@ def parser() -> argparse.ArgumentParser:
     drill_run.add_argument("scenario")
     drill_run.add_argument("--json", action="store_true")
     drill_run.set_defaults(handler=_drill_run)
+    from ridectl import mesh
+
+    mesh_commands = commands.add_parser("mesh", help="the Envoy sidecars").add_subparsers(dest="mesh", required=True)
+    fault = mesh_commands.add_parser("fault", help="inject aborts or delays at a sidecar, at runtime (0 turns off)")
+    mesh.add_arguments(fault)
+    fault.set_defaults(handler=mesh.faults)
     rides.add_commands(commands)
     from ridectl import psp_cmd
 

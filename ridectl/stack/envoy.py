@@ -1,18 +1,23 @@
 """Renders each service's Envoy sidecar config from the topology.
 
-Ingress listener: the service's public address; forwards to the local app.
+Ingress listener: the service's public address; forwards to the local app, through the
+fault-injection filter (off until a drill turns it on at runtime through the admin
+API's runtime layer) and, at the rider edge, a local rate limit.
 Egress listener: where the app sends every outbound call; routes by gRPC service name
-(the `/package.Service/` path prefix) to the callee's ingress. Both report spans to
-Jaeger with Envoy's OpenTelemetry tracer."""
+(the `/package.Service/` path prefix) to the callee's ingress, with route timeouts,
+retries of idempotent calls under a retry budget, per-cluster limits (a bulkhead) and
+outlier detection. Both report spans to Jaeger with Envoy's OpenTelemetry tracer."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.shared.topology import INFRA, SERVICES, ServiceSpec, service
+from services.shared.topology import INFRA, SERVICES, STREAMS, ServiceSpec, service
 
 LOOPBACK = "127.0.0.1"
 JAEGER_CLUSTER = "jaeger_otlp"
+UNARY_TIMEOUT = "10s"
+EDGE_REQUESTS_PER_SECOND = 500
 
 Config = dict[str, Any]
 
@@ -21,11 +26,40 @@ def _address(port: int) -> Config:
     return {"socket_address": {"address": LOOPBACK, "port_value": port}}
 
 
-def _cluster(name: str, port: int) -> Config:
+def _limits() -> Config:
+    """The bulkhead: how much one caller may ask of one callee at once, and the retry budget
+    (retries may add at most 20 % to the requests in flight, with a floor of 3)."""
+    return {
+        "thresholds": [
+            {
+                "priority": "DEFAULT",
+                "max_connections": 64,
+                "max_pending_requests": 64,
+                "max_requests": 128,
+                "retry_budget": {"budget_percent": {"value": 20.0}, "min_retry_concurrency": 3},
+            }
+        ]
+    }
+
+
+def _cluster(name: str, port: int, upstream: bool = False) -> Config:
+    resilience: Config = {}
+    if upstream:
+        resilience = {
+            "circuit_breakers": _limits(),
+            "outlier_detection": {
+                "consecutive_5xx": 5,
+                "consecutive_gateway_failure": 3,
+                "interval": "2s",
+                "base_ejection_time": "10s",
+                "max_ejection_percent": 50,
+            },
+        }
     return {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
+        **resilience,
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -39,16 +73,68 @@ def _cluster(name: str, port: int) -> Config:
     }
 
 
-def _route(prefix: str, cluster: str) -> Config:
-    # No fixed route timeout: unary calls carry their deadline in grpc-timeout, which
-    # Envoy enforces; streams (heartbeats, ride watches) live as long as the client wants.
+def _stream_route(path: str, cluster: str) -> Config:
+    """Streams (heartbeats, offers, ride watches) live as long as the client wants."""
+    return {"match": {"path": path}, "route": {"cluster": cluster, "timeout": "0s"}}
+
+
+def _unary_route(prefix: str, cluster: str, retries: bool) -> Config:
+    """Unary calls: a route timeout, shortened by the caller's own deadline (grpc-timeout);
+    on egress, retries on failures that prove nothing was done or that an idempotent call
+    may repeat (every call between our services is idempotent: ids or idempotency keys)."""
+    route: Config = {
+        "cluster": cluster,
+        "timeout": UNARY_TIMEOUT,
+        "max_stream_duration": {"grpc_timeout_header_max": UNARY_TIMEOUT},
+    }
+    if retries:
+        route["retry_policy"] = {
+            "retry_on": "unavailable,reset,connect-failure,refused-stream",
+            "num_retries": 2,
+            "per_try_timeout": "3s",
+            "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
+        }
+    return {"match": {"prefix": prefix}, "route": route}
+
+
+def _routes(prefix: str, cluster: str, retries: bool) -> list[Config]:
+    streams = [_stream_route(path, cluster) for path in STREAMS if path.startswith(prefix)]
+    return [*streams, _unary_route(prefix, cluster, retries)]
+
+
+def _fault_filter() -> Config:
+    """Off by default; drills set fault.http.* runtime keys through the admin API."""
     return {
-        "match": {"prefix": prefix},
-        "route": {"cluster": cluster, "timeout": "0s", "max_stream_duration": {"grpc_timeout_header_max": "0s"}},
+        "name": "envoy.filters.http.fault",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+            "abort": {"grpc_status": 14, "percentage": {"numerator": 0, "denominator": "HUNDRED"}},
+            "delay": {"fixed_delay": "1s", "percentage": {"numerator": 0, "denominator": "HUNDRED"}},
+        },
     }
 
 
-def _listener(name: str, port: int, routes: list[Config], sidecar: str, sample_percent: float) -> Config:
+def _edge_rate_limit() -> Config:
+    """The second line behind the per-rider limit: the whole edge, whoever calls."""
+    return {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "rider_edge",
+            "token_bucket": {
+                "max_tokens": EDGE_REQUESTS_PER_SECOND,
+                "tokens_per_fill": EDGE_REQUESTS_PER_SECOND,
+                "fill_interval": "1s",
+            },
+            "filter_enabled": {"runtime_key": "edge_rate_limit.enabled", "default_value": {"numerator": 100}},
+            "filter_enforced": {"runtime_key": "edge_rate_limit.enforced", "default_value": {"numerator": 100}},
+        },
+    }
+
+
+def _listener(
+    name: str, port: int, routes: list[Config], sidecar: str, sample_percent: float, filters: list[Config]
+) -> Config:
     return {
         "name": name,
         "address": _address(port),
@@ -85,12 +171,13 @@ def _listener(name: str, port: int, routes: list[Config], sidecar: str, sample_p
                                 "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}],
                             },
                             "http_filters": [
+                                *filters,
                                 {
                                     "name": "envoy.filters.http.router",
                                     "typed_config": {
                                         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
                                     },
-                                }
+                                },
                             ],
                         },
                     }
@@ -103,18 +190,22 @@ def _listener(name: str, port: int, routes: list[Config], sidecar: str, sample_p
 def sidecar_config(spec: ServiceSpec, sample_ratio: float = 1.0) -> Config:
     upstreams = [service(name) for name in spec.calls]
     percent = 100.0 * sample_ratio
-    listeners = [_listener("ingress", spec.ingress_port, [_route("/", "local_app")], spec.sidecar, percent)]
+    ingress_filters = [_fault_filter(), *([_edge_rate_limit()] if spec.name == "rider" else [])]
+    ingress_routes = _routes("/", "local_app", retries=False)
+    listeners = [_listener("ingress", spec.ingress_port, ingress_routes, spec.sidecar, percent, ingress_filters)]
     if upstreams:
-        routes = [_route(f"/{callee.grpc_service}/", callee.name) for callee in upstreams]
-        listeners.append(_listener("egress", spec.egress_port, routes, spec.sidecar, percent))
+        routes = [r for callee in upstreams for r in _routes(f"/{callee.grpc_service}/", callee.name, retries=True)]
+        listeners.append(_listener("egress", spec.egress_port, routes, spec.sidecar, percent, []))
     clusters = [
         _cluster("local_app", spec.app_port),
-        *(_cluster(callee.name, callee.ingress_port) for callee in upstreams),
+        *(_cluster(callee.name, callee.ingress_port, upstream=True) for callee in upstreams),
         _cluster(JAEGER_CLUSTER, INFRA.jaeger_otlp_grpc),
     ]
     return {
         "node": {"id": spec.sidecar, "cluster": spec.name},
         "admin": {"address": _address(spec.admin_port)},
+        # Drills turn faults on and off at runtime: POST /runtime_modify on the admin port.
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]},
         "static_resources": {"listeners": listeners, "clusters": clusters},
     }
 

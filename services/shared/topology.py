@@ -74,6 +74,14 @@ TOPIC_PARTITIONS = 3
 
 SWEEPERS = ("trip-sweeper-1", "trip-sweeper-2")
 
+# Server-streaming and client-streaming methods: no route timeout, no retries.
+STREAMS = (
+    "/ridesaga.driver.v1.DriverService/StreamHeartbeats",
+    "/ridesaga.driver.v1.DriverService/WatchOffers",
+    "/ridesaga.trip.v1.TripService/WatchRide",
+    "/ridesaga.rider.v1.RiderService/WatchRide",
+)
+
 
 def zookeeper_ports(nodes: int) -> list[int]:
     return [INFRA.zookeeper + i for i in range(nodes)]
