@@ -20,17 +20,39 @@ from ridectl.stack.errors import StackError
 SAN_FRANCISCO_DEMO = ("37.7793,-122.4193", "37.8080,-122.4177")  # City Hall to Fisherman's Wharf
 
 
+def _breakers() -> dict[str, object]:
+    """The circuit breakers' states, as the services last published them to Redis."""
+    import redis
+
+    from services.shared.downstream import BREAKERS_KEY
+    from services.shared.topology import INFRA
+
+    client = redis.Redis(
+        host="127.0.0.1", port=INFRA.redis, socket_timeout=1, socket_connect_timeout=1, decode_responses=True
+    )
+    try:
+        raw = client.hgetall(BREAKERS_KEY)
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
+    return {str(k): json.loads(v) for k, v in raw.items()}
+
+
 def _status(args: argparse.Namespace) -> int:
     found = lifecycle.status()
     total_kb = sum(s.rss_kb for s in found)
+    breakers = _breakers()
     if args.json:
-        print(json.dumps({"components": [vars(s) for s in found], "total_rss_kb": total_kb}))
+        print(json.dumps({"components": [vars(s) for s in found], "total_rss_kb": total_kb, "breakers": breakers}))
     else:
         width = max(len(s.name) for s in found)
         for s in found:
             memory = f"{s.rss_kb / 1024:.0f} MiB" if s.rss_kb else "-"
             print(f"{s.name:<{width}}  {s.state:<4}  pid {s.pid or '-':<7}  port {s.port or '-':<6}  rss {memory}")
         print(f"{'total':<{width}}  resident memory {total_kb / 1024:.0f} MiB")
+        for name, state in breakers.items():
+            print(f"breaker {name}: {state['state']} ({state['failures_in_window']}/{state['calls_in_window']} failed)")  # type: ignore[index]
     return 0 if all(s.state == "up" for s in found) else 1
 
 

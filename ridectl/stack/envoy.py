@@ -80,8 +80,9 @@ def _stream_route(path: str, cluster: str) -> Config:
 
 def _unary_route(prefix: str, cluster: str, retries: bool) -> Config:
     """Unary calls: a route timeout, shortened by the caller's own deadline (grpc-timeout);
-    on egress, retries on failures that prove nothing was done or that an idempotent call
-    may repeat (every call between our services is idempotent: ids or idempotency keys)."""
+    on egress, retries of transport failures only (the connection failed or was reset).
+    Answers such as UNAVAILABLE are left to the application, which retries under its own
+    budget: two layers both retrying an answer would multiply the load on a sick callee."""
     route: Config = {
         "cluster": cluster,
         "timeout": UNARY_TIMEOUT,
@@ -89,7 +90,7 @@ def _unary_route(prefix: str, cluster: str, retries: bool) -> Config:
     }
     if retries:
         route["retry_policy"] = {
-            "retry_on": "unavailable,reset,connect-failure,refused-stream",
+            "retry_on": "reset,connect-failure,refused-stream",
             "num_retries": 2,
             "per_try_timeout": "3s",
             "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
 from ridesaga.common.v1 import common_pb2
@@ -13,12 +14,17 @@ from ridesaga.payment.v1 import payment_pb2_grpc
 from ridesaga.psp.v1 import psp_pb2_grpc
 from services.payment.participant import PaymentParticipant
 from services.shared import config, db, mesh
+from services.shared.breaker import BreakerConfig
+from services.shared.downstream import Downstream
 from services.shared.eos import LoopConfig, TransactionalLoop
 from services.shared.grpc_server import Context, Lifecycle, serve
+from services.shared.periodic import every
 from services.shared.probe import probe
 from services.shared.topology import service
 
 SPEC = service("payment")
+# Judged over the last 10 calls, opens at half failing, probes after 5 s.
+PSP_BREAKER = BreakerConfig(window=10, minimum_calls=5, failure_rate=0.5, open_seconds=5.0, half_open_probes=2)
 
 
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
@@ -35,6 +41,8 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     pool = await db.open_pool(settings.postgres_dsn(SPEC.name))
     channel = mesh.sidecar_channel(settings.egress_target)
     psp = psp_pb2_grpc.PspServiceStub(channel)
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    downstream = Downstream("payment->psp", redis=client, breaker=PSP_BREAKER)
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(pool, psp), server)
     loop = TransactionalLoop(
         LoopConfig(
@@ -45,9 +53,11 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
             topics=("payment.commands",),
             dead_letter_topic="ridesaga.dlq",
         ),
-        PaymentParticipant(pool, psp, config.clock()).handle,
+        PaymentParticipant(pool, psp, config.clock(), downstream).handle,
     )
+    lifecycle.on_close(client.aclose)
     lifecycle.on_close(pool.close)
+    lifecycle.spawn("publish-breaker", lambda stopping: every(1.0, stopping, downstream.publish, "publish breaker"))
     lifecycle.on_close(channel.close)
     lifecycle.spawn("payment-participant", loop.run)
 

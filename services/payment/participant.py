@@ -7,6 +7,7 @@ one PostgreSQL transaction; a redelivered command gets the stored reply."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import grpc
@@ -17,32 +18,69 @@ from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from ridesaga.saga.v1 import saga_pb2
 from services.payment.ledger import capture_postings
 from services.shared.clocks import HybridLogicalClock, Timestamp
-from services.shared.eos import Retry
+from services.shared.downstream import Downstream, Unavailable
 from services.shared.messages import Outgoing, Poison, envelope, outgoing
 
 REPLIES = "trip.replies"
 PSP_TIMEOUT_SECONDS = 5.0
+log = logging.getLogger(__name__)
+
+
+class Deferred(Exception):
+    """The psp is unavailable and the outcome of this command must wait for it."""
+
+
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
 
 
 class PaymentParticipant:
     def __init__(
-        self, pool: AsyncConnectionPool, psp: psp_pb2_grpc.PspServiceAsyncStub, clock: HybridLogicalClock
+        self,
+        pool: AsyncConnectionPool,
+        psp: psp_pb2_grpc.PspServiceAsyncStub,
+        clock: HybridLogicalClock,
+        downstream: Downstream,
     ) -> None:
         self.pool = pool
         self.psp = psp
         self.clock = clock
+        self.downstream = downstream
 
     async def _psp(self, call: Any, request: Any) -> psp_pb2.Charge:
+        """Every psp call carries an idempotency key, so it may be retried."""
         try:
-            charge: psp_pb2.Charge = await call(request, timeout=PSP_TIMEOUT_SECONDS)
+            charge: psp_pb2.Charge = await self.downstream.call(
+                call, request, deadline_seconds=PSP_TIMEOUT_SECONDS, idempotent=True
+            )
         except grpc.aio.AioRpcError as error:
             if error.code() in TRANSIENT:
-                raise Retry(f"psp: {error.code().name}: {error.details()}") from None
+                raise Deferred(f"psp: {error.code().name}: {error.details()}") from None
             raise Poison(f"psp refused: {error.code().name}: {error.details()}") from None
         return charge
 
+    async def _mark_attempt(self, key: str) -> bool:
+        """Records that a psp call with this key is about to go out; True if it is the first."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO psp_attempts (idempotency_key) VALUES (%s) ON CONFLICT DO NOTHING", (key,)
+            )
+            return cursor.rowcount == 1
+
+    async def _unmark_attempt(self, key: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("DELETE FROM psp_attempts WHERE idempotency_key = %s", (key,))
+
     async def handle(self, env: saga_pb2.Envelope) -> list[Outgoing]:
+        try:
+            return await self._handle(env)
+        except (Deferred, Unavailable) as later:
+            # The psp cannot answer now. Nothing is recorded as handled and no reply is
+            # sent: the orchestrator's step timeout re-sends the same command later. Not
+            # aborting keeps this ride from blocking every other ride on its partition.
+            log.warning("psp unavailable; the saga will re-send", extra={"fields": {"reason": str(later)}})
+            return []
+
+    async def _handle(self, env: saga_pb2.Envelope) -> list[Outgoing]:
         try:
             self.clock.observe(Timestamp.parse(env.hlc))
         except ValueError as error:
@@ -58,15 +96,30 @@ class PaymentParticipant:
         reply_id = f"{env.message_id}:reply"
         if kind == "authorize_payment":
             cmd = env.authorize_payment
-            charge = await self._psp(
-                self.psp.Authorize,
-                psp_pb2.AuthorizeRequest(
-                    idempotency_key=f"{ride}:authorize",
-                    payment_method=cmd.payment_method,
-                    amount_cents=cmd.amount_cents,
-                    description=f"ride {ride}",
-                ),
-            )
+            first_try = await self._mark_attempt(f"{ride}:authorize")
+            try:
+                charge = await self._psp(
+                    self.psp.Authorize,
+                    psp_pb2.AuthorizeRequest(
+                        idempotency_key=f"{ride}:authorize",
+                        payment_method=cmd.payment_method,
+                        amount_cents=cmd.amount_cents,
+                        description=f"ride {ride}",
+                    ),
+                )
+            except Unavailable as refused:
+                if refused.sent or not first_try:
+                    # An attempt went out before: a hold may exist. Only the processor
+                    # can say, so wait for it (the idempotent replay will tell).
+                    raise Deferred(str(refused)) from None
+                # Fallback while the processor is down: nothing was ever sent, so no hold
+                # exists, and the ride is refused at once with a retry hint instead of
+                # waiting; the rider can book again when the breaker closes.
+                await self._unmark_attempt(f"{ride}:authorize")
+                charge = psp_pb2.Charge(
+                    status=psp_pb2.DECLINED,
+                    decline_reason=f"processor_unavailable: retry after {refused.retry_after_seconds:.0f} s",
+                )
             if charge.status == psp_pb2.AUTHORIZED:
                 reply = envelope(
                     self.clock,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -67,10 +68,11 @@ class PspServicer(psp_pb2_grpc.PspServiceServicer):
         self.store = store
         self.roll = roll
         self.faults = domain.Faults()
+        self.calls: Counter[str] = Counter()
 
     @grpc_errors
     async def Authorize(self, request: psp_pb2.AuthorizeRequest, context: Context) -> psp_pb2.Charge:
-        current = await self._inject_faults(context)
+        current = await self._inject_faults(context, request.idempotency_key)
         key = domain.idempotency_key(
             Operation.AUTHORIZE,
             request.idempotency_key,
@@ -86,7 +88,7 @@ class PspServicer(psp_pb2_grpc.PspServiceServicer):
 
     @grpc_errors
     async def Capture(self, request: psp_pb2.CaptureRequest, context: Context) -> psp_pb2.Charge:
-        await self._inject_faults(context)
+        await self._inject_faults(context, request.idempotency_key)
         key = domain.idempotency_key(
             Operation.CAPTURE, request.idempotency_key, charge_id=request.charge_id, amount_cents=request.amount_cents
         )
@@ -96,14 +98,14 @@ class PspServicer(psp_pb2_grpc.PspServiceServicer):
 
     @grpc_errors
     async def Void(self, request: psp_pb2.VoidRequest, context: Context) -> psp_pb2.Charge:
-        await self._inject_faults(context)
+        await self._inject_faults(context, request.idempotency_key)
         key = domain.idempotency_key(Operation.VOID, request.idempotency_key, charge_id=request.charge_id)
         charge_id = validation.identifier("charge_id", request.charge_id)
         return await self._change(key, charge_id, lambda charge: domain.void(charge, key))
 
     @grpc_errors
     async def Refund(self, request: psp_pb2.RefundRequest, context: Context) -> psp_pb2.Charge:
-        await self._inject_faults(context)
+        await self._inject_faults(context, request.idempotency_key)
         key = domain.idempotency_key(
             Operation.REFUND, request.idempotency_key, charge_id=request.charge_id, amount_cents=request.amount_cents
         )
@@ -137,8 +139,14 @@ class PspServicer(psp_pb2_grpc.PspServiceServicer):
     async def Probe(self, request: common_pb2.ProbeRequest, context: Context) -> common_pb2.ProbeReply:
         return await probe(SPEC.name, lambda: db.ready(self.store.pool), [])
 
-    async def _inject_faults(self, context: Context) -> domain.Faults:
-        """Applies the faults in force when the call arrived: latency, then outage or error."""
+    async def CountCalls(self, request: psp_pb2.CountCallsRequest, context: Context) -> psp_pb2.CallCounts:
+        prefix = request.idempotency_key_prefix
+        return psp_pb2.CallCounts(attempts={k: n for k, n in self.calls.items() if k.startswith(prefix)})
+
+    async def _inject_faults(self, context: Context, idempotency_key: str) -> domain.Faults:
+        """Counts the call, then applies the faults in force when it arrived: latency,
+        then outage or error."""
+        self.calls[idempotency_key] += 1
         current = self.faults
         if current.latency_ms:
             await asyncio.sleep(current.latency_ms / 1000)

@@ -40,6 +40,7 @@ STEP_TIMEOUT_MS = {
     State.CAPTURING: 15_000,
     State.COMPENSATING: 15_000,
 }
+PROCESSOR_UNAVAILABLE = "processor_unavailable"
 RELEASE = "release_driver"
 VOID = "void_payment"
 
@@ -316,8 +317,10 @@ def decide(ride: Ride, event: Event, now_ms: int) -> Decision:
                 return _compensate(authorized, "rider_cancelled", now_ms, log, [])
             return _match(authorized, now_ms, log, [])
         case State.AUTHORIZING, PaymentDeclined(reason=reason):
-            log += [LogEntry("authorize_payment", "failed", reason), LogEntry("ride", "cancelled", "card_declined")]
-            return Decision(_enter(ride, State.CANCELLED, now_ms, outcome="card_declined"), [], log)
+            # Payment answers "processor unavailable" at once while its breaker is open.
+            outcome = "payment_unavailable" if reason.startswith(PROCESSOR_UNAVAILABLE) else "card_declined"
+            log += [LogEntry("authorize_payment", "failed", reason), LogEntry("ride", "cancelled", outcome)]
+            return Decision(_enter(ride, State.CANCELLED, now_ms, outcome=outcome), [], log)
         case State.AUTHORIZING, StepTimedOut(step="AUTHORIZING"):
             log.append(LogEntry("authorize_payment", "resent", "timeout"))
             return Decision(_enter(ride, State.AUTHORIZING, now_ms), [AuthorizePayment(ride.fare_cents)], log)

@@ -27,3 +27,10 @@ CREATE TABLE handled_commands (
     reply      bytea NOT NULL,
     handled_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- psp calls about to go out, by idempotency key: a call refused by the open circuit
+-- breaker may be answered "processor unavailable" only if no attempt ever went out.
+CREATE TABLE psp_attempts (
+    idempotency_key text PRIMARY KEY,
+    at              timestamptz NOT NULL DEFAULT now()
+);

@@ -1,0 +1,147 @@
+"""Resilience with the real psp and the real Envoy: the payment -> psp circuit breaker
+under an outage and under declines, and the retry budget under a half-failing psp.
+Afterwards every ride has ended and the checker finds the system consistent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from ridectl import checker
+from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
+from ridesaga.rider.v1 import rider_pb2_grpc
+from services.shared.downstream import BREAKERS_KEY
+from services.shared.topology import INFRA
+from tests.e2e.rides import Booking, book, channel, create_rider, settle
+from tests.support import db_rows, ridectl, sidecar_channel, wait_for
+
+BREAKER = "payment->psp"
+
+
+def _breaker() -> dict[str, Any]:
+    """As payment publishes it (what `ridectl status --json` shows under "breakers")."""
+    client = redis.Redis(host="127.0.0.1", port=INFRA.redis, decode_responses=True)
+    try:
+        found: dict[str, Any] = json.loads(client.hget(BREAKERS_KEY, BREAKER) or "{}")
+    finally:
+        client.close()
+    return found
+
+
+def _set_faults(**faults: Any) -> None:
+    with sidecar_channel("psp") as ch:
+        psp_pb2_grpc.PspServiceStub(ch).SetFaults(psp_pb2.Faults(**faults), timeout=5)
+
+
+def _attempts(ride_ids: list[str]) -> dict[str, int]:
+    with sidecar_channel("psp") as ch:
+        counts = psp_pb2_grpc.PspServiceStub(ch).CountCalls(psp_pb2.CountCallsRequest(), timeout=5).attempts
+    return {ride: counts.get(f"{ride}:authorize", 0) for ride in ride_ids}
+
+
+@pytest.fixture(autouse=True)
+def healthy_psp_afterwards() -> Iterator[None]:
+    yield
+    _set_faults()
+
+
+async def _rides(n: int, card: str = "") -> list[Booking]:
+    async with channel() as ch:
+        stub = rider_pb2_grpc.RiderServiceStub(ch)
+        bookings = [Booking(await create_rider(stub, f"resilience rider {i}", card)) for i in range(n)]
+        await asyncio.gather(*(book(stub, b) for b in bookings))
+        return list(await asyncio.gather(*(settle(stub, b, 120) for b in bookings)))
+
+
+def _transitions() -> list[tuple[str, str]]:
+    return [(t["from"], t["to"]) for t in _breaker()["transitions"]]
+
+
+def test_declines_never_open_the_breaker() -> None:
+    before = _transitions()
+    _set_faults(decline_rate=1.0)
+    rides = asyncio.run(_rides(12))
+    assert {(b.state, b.outcome) for b in rides} == {("CANCELLED", "card_declined")}
+    assert _breaker()["state"] == "closed" and _transitions() == before
+
+
+def test_an_outage_opens_the_breaker_then_it_fails_fast_probes_and_closes() -> None:
+    seen = len(_transitions())
+    _set_faults(outage=True)
+    # Rides booked during the outage: payment's calls fail until the breaker opens.
+    waiting = asyncio.run(_outage_rides())
+    wait_for(lambda: ("closed", "open") in _transitions()[seen:], 60, "the breaker to open")
+    # While it is open, new rides are refused at once without a call to the psp.
+    refused = asyncio.run(_rides(3))
+    assert {b.outcome for b in refused} == {"payment_unavailable"}
+    assert set(_attempts([b.ride_id for b in refused]).values()) == {0}
+    # After its wait it lets probes through (they fail: still down), then the psp recovers.
+    wait_for(lambda: ("open", "half_open") in _transitions()[seen:], 60, "the breaker to half-open")
+    _set_faults()
+    wait_for(lambda: ("half_open", "closed") in _transitions()[seen:], 90, "the breaker to close")
+    after = asyncio.run(_rides(3))
+    assert {b.outcome for b in after} == {"completed"}
+    # The rides caught in the outage had calls out: they waited for the psp, then went on.
+    assert {b.outcome for b in asyncio.run(_settle_all(waiting))} <= {"completed", "payment_unavailable"}
+    report = checker.report(checker.collect())
+    assert report["valid"], report["violations"]
+
+
+async def _outage_rides() -> list[Booking]:
+    """Rides whose authorization is attempted while the psp is down: they wait (the hold's
+    outcome is unknown once a call went out) and complete after recovery."""
+    return await _book(6)
+
+
+async def _book(n: int) -> list[Booking]:
+    async with channel() as ch:
+        stub = rider_pb2_grpc.RiderServiceStub(ch)
+        bookings = [Booking(await create_rider(stub, f"budget rider {i}")) for i in range(n)]
+        await asyncio.gather(*(book(stub, b) for b in bookings))
+        return bookings
+
+
+def _decided(ride_ids: list[str]) -> bool:
+    rows = db_rows(
+        "trip",
+        "SELECT count(*) FROM rides WHERE ride_id = ANY(%s::uuid[]) AND state IN ('PENDING', 'AUTHORIZING')",
+        (ride_ids,),
+    )
+    return int(rows[0][0]) == 0
+
+
+async def _settle_all(bookings: list[Booking]) -> list[Booking]:
+    async with channel() as ch:
+        stub = rider_pb2_grpc.RiderServiceStub(ch)
+        return list(await asyncio.gather(*(settle(stub, b, 120) for b in bookings)))
+
+
+def test_a_half_failing_psp_gets_retries_only_within_the_budget() -> None:
+    before = _breaker()
+    _set_faults(error_rate=0.5)
+    bookings = asyncio.run(_book(20))
+    # While the psp fails half its calls, every ride's authorization is decided.
+    wait_for(lambda: _decided([b.ride_id for b in bookings]), 120, "every authorization to be decided", interval=1.0)
+    after = _breaker()
+    _set_faults()
+    rides = asyncio.run(_settle_all(bookings))
+    calls, retries = after["calls"] - before["calls"], after["retries"] - before["retries"]
+    attempts, refused = after["attempts"] - before["attempts"], after["refused"] - before["refused"]
+    # Every call either went out (then maybe again, as retries) or was refused by the breaker.
+    assert attempts + refused == calls + retries
+    # The budget: retries at most 20 % of calls plus 1 per second of its 10 s window.
+    assert retries <= 0.2 * calls + 10, (calls, retries)
+    per_ride = _attempts([b.ride_id for b in rides])
+    assert max(per_ride.values()) <= 1 + retries  # no call was multiplied by another retry layer
+    print({"calls": calls, "refused": refused, "retries": retries, "psp_attempts": sorted(per_ride.values())})
+    assert all(b.state in ("COMPLETED", "CANCELLED") for b in rides)
+
+
+def test_status_shows_the_breakers() -> None:
+    breakers = json.loads(ridectl("status", "--json").stdout)["breakers"]
+    assert breakers[BREAKER]["state"] in ("closed", "open", "half_open")
