@@ -33,9 +33,10 @@ def _limits() -> Config:
         "thresholds": [
             {
                 "priority": "DEFAULT",
-                "max_connections": 64,
-                "max_pending_requests": 64,
-                "max_requests": 128,
+                # Streams (ride watches, offers) count as requests while they are open.
+                "max_connections": 256,
+                "max_pending_requests": 256,
+                "max_requests": 1024,
                 "retry_budget": {"budget_percent": {"value": 20.0}, "min_retry_concurrency": 3},
             }
         ]

@@ -7,7 +7,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 import redis.asyncio as aioredis
@@ -19,7 +20,15 @@ from ridesaga.trip.v1 import trip_pb2, trip_pb2_grpc
 from services.rider.adapters import RequestStore, RiderStore
 from services.rider.domain import Rider, RideRequest, new_rider, ride_request
 from services.shared import config, db, idempotency, mesh, validation
-from services.shared.errors import DomainError, FailedPrecondition, NotFound, RateLimited, grpc_errors
+from services.shared.downstream import Downstream, Unavailable
+from services.shared.errors import (
+    DependencyUnavailable,
+    DomainError,
+    FailedPrecondition,
+    NotFound,
+    RateLimited,
+    grpc_errors,
+)
 from services.shared.grpc_server import Context, Lifecycle, serve
 from services.shared.periodic import every
 from services.shared.probe import probe
@@ -28,6 +37,7 @@ from services.shared.telemetry import ride_scope
 from services.shared.topology import service
 
 SPEC = service("rider")
+R = TypeVar("R")
 log = logging.getLogger(__name__)
 TRIP_TIMEOUT_SECONDS = 5.0
 REAP_INTERVAL_SECONDS = 60.0
@@ -60,11 +70,20 @@ class RiderServicer(rider_pb2_grpc.RiderServiceServicer):
         requests: RequestStore,
         trip: trip_pb2_grpc.TripServiceAsyncStub,
         limiter: TokenBucket,
+        trip_calls: Downstream,
     ) -> None:
         self.riders = riders
         self.requests = requests
         self.trip = trip
         self.limiter = limiter
+        self.trip_calls = trip_calls
+
+    async def _to_trip(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+        """A call to trip through its breaker: while trip keeps failing, fail fast."""
+        try:
+            return await self.trip_calls.call(method, request, deadline_seconds=TRIP_TIMEOUT_SECONDS, idempotent=True)
+        except Unavailable as refused:
+            raise DependencyUnavailable(f"trip is unavailable ({refused})", refused.retry_after_seconds) from None
 
     async def _within_rate(self, rider_id: uuid.UUID) -> None:
         """Per-rider token bucket. If Redis is down the limit is not enforced (fail open:
@@ -92,7 +111,7 @@ class RiderServicer(rider_pb2_grpc.RiderServiceServicer):
 
     async def _trip_ride(self, ride_id: uuid.UUID) -> trip_pb2.Ride | None:
         try:
-            return await self.trip.GetRide(trip_pb2.GetRideRequest(ride_id=str(ride_id)), timeout=TRIP_TIMEOUT_SECONDS)
+            return await self._to_trip(self.trip.GetRide, trip_pb2.GetRideRequest(ride_id=str(ride_id)))
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -139,7 +158,8 @@ class RiderServicer(rider_pb2_grpc.RiderServiceServicer):
                 if recovery == "started":
                     await self._claim(want, ride_id)
                     await self.requests.advance(want.rider_id, key, "ride_claimed")
-                started = await self.trip.StartRide(
+                started = await self._to_trip(
+                    self.trip.StartRide,
                     trip_pb2.StartRideRequest(
                         ride_id=str(ride_id),
                         rider_id=str(want.rider_id),
@@ -147,11 +167,13 @@ class RiderServicer(rider_pb2_grpc.RiderServiceServicer):
                         dropoff=request.dropoff,
                         payment_method=rider.payment_method,
                     ),
-                    timeout=TRIP_TIMEOUT_SECONDS,
                 )
             except FailedPrecondition:
                 # Refused before anything happened: the key is not used up.
                 await self.requests.forget(want.rider_id, key)
+                raise
+            except DependencyUnavailable:
+                await self.requests.unlock(want.rider_id, key)
                 raise
             except grpc.aio.AioRpcError as error:
                 # The ride is claimed; a retry with this key resumes at StartRide.
@@ -186,9 +208,8 @@ class RiderServicer(rider_pb2_grpc.RiderServiceServicer):
         ride_id = validation.identifier("ride_id", request.ride_id)
         with ride_scope(str(ride_id)):
             try:
-                return await self.trip.CancelRide(
-                    trip_pb2.CancelRideRequest(ride_id=str(ride_id), reason="rider_cancelled"),
-                    timeout=TRIP_TIMEOUT_SECONDS,
+                return await self._to_trip(
+                    self.trip.CancelRide, trip_pb2.CancelRideRequest(ride_id=str(ride_id), reason="rider_cancelled")
                 )
             except grpc.aio.AioRpcError as error:
                 raise Forwarded(error) from None
@@ -209,10 +230,12 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     requests = RequestStore(pool)
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     limiter = TokenBucket(client, "ratelimit:ride-requests", *config.ride_request_limit())
+    trip_calls = Downstream("rider->trip", redis=client)
     rider_pb2_grpc.add_RiderServiceServicer_to_server(
-        RiderServicer(RiderStore(pool), requests, trip_pb2_grpc.TripServiceStub(channel), limiter), server
+        RiderServicer(RiderStore(pool), requests, trip_pb2_grpc.TripServiceStub(channel), limiter, trip_calls), server
     )
     lifecycle.on_close(client.aclose)
+    lifecycle.spawn("publish-breaker", lambda stopping: every(1.0, stopping, trip_calls.publish, "publish breaker"))
     lifecycle.on_close(pool.close)
     lifecycle.on_close(channel.close)
     lifecycle.spawn("reap-keys", lambda stopping: reap_keys(requests, stopping))

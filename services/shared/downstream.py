@@ -40,6 +40,7 @@ FAILURES = frozenset(
     }
 )
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
+QUEUE_SECONDS = 1.0  # how long a call may wait for a free slot in the bulkhead
 
 
 class Unavailable(Exception):
@@ -109,13 +110,18 @@ class Downstream:
         attempt = 0
         while True:
             now = time.monotonic()
+            # The slot first: a half-open probe, once allowed, must be able to go out.
+            try:
+                await asyncio.wait_for(self.slots.acquire(), min(QUEUE_SECONDS, max(0.001, deadline - now)))
+            except TimeoutError:
+                self.refused += 1
+                raise Unavailable(self.name, "bulkhead full", QUEUE_SECONDS, attempt > 0) from None
+            now = time.monotonic()
             if not self.breaker.allow(now):
+                self.slots.release()
                 self.refused += 1
                 raise Unavailable(self.name, "circuit breaker open", self.breaker.retry_after(now), attempt > 0)
-            if self.slots.locked():
-                self.refused += 1
-                raise Unavailable(self.name, "bulkhead full", 0.1, attempt > 0)
-            async with self.slots:
+            try:
                 self.attempts += 1
                 started = time.monotonic()
                 try:
@@ -132,6 +138,8 @@ class Downstream:
                     ended = time.monotonic()
                     self.breaker.record(False, ended - started, ended)
                     return reply
+            finally:
+                self.slots.release()
             attempt += 1
             self.retries += 1
             await asyncio.sleep(wait)

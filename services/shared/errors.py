@@ -46,14 +46,27 @@ class Aborted(DomainError):
     code = grpc.StatusCode.ABORTED
 
 
-class RateLimited(DomainError):
-    """Too many requests: RESOURCE_EXHAUSTED, with the wait in `retry-after-ms` metadata."""
+class RetryLater(DomainError):
+    """Refused for now; the wait is sent in `retry-after-ms` trailing metadata."""
+
+    def __init__(self, message: str, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_ms = max(1, round(retry_after_seconds * 1000))
+
+
+class RateLimited(RetryLater):
+    """Too many requests: RESOURCE_EXHAUSTED."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
     def __init__(self, what: str, retry_after_seconds: float) -> None:
-        super().__init__(f"{what}: rate limit exceeded; retry after {retry_after_seconds:.2f} s")
-        self.retry_after_ms = max(1, round(retry_after_seconds * 1000))
+        super().__init__(f"{what}: rate limit exceeded; retry after {retry_after_seconds:.2f} s", retry_after_seconds)
+
+
+class DependencyUnavailable(RetryLater):
+    """A dependency's circuit breaker is open (or its bulkhead full): UNAVAILABLE, fast."""
+
+    code = grpc.StatusCode.UNAVAILABLE
 
 
 R = TypeVar("R")
@@ -68,7 +81,7 @@ def grpc_errors(method: Method[R]) -> Method[R]:
         try:
             return await method(self, request, context)
         except DomainError as error:
-            if isinstance(error, RateLimited):
+            if isinstance(error, RetryLater):
                 context.set_trailing_metadata((("retry-after-ms", str(error.retry_after_ms)),))
             await context.abort(error.code, str(error))
             raise  # abort() always raises; this line only satisfies the type checker

@@ -36,3 +36,10 @@ def test_clock_skew_breaks_wall_clock_order_but_not_hlc_order() -> None:
     assert verdict["wall_clock_order_inversions"] > 0
     assert verdict["hlc_order_inversions"] == 0
     assert len(verdict["messages"]) >= 5
+
+
+def test_psp_outage_the_breaker_opens_fails_fast_and_closes() -> None:
+    verdict = _drill("psp-outage")
+    assert verdict["breaker_opened"] and verdict["breaker_closed_after_recovery"]
+    assert verdict["refused_fast_during_outage"] > 0 and verdict["median_refusal_seconds"] < 2.0
+    assert verdict["checker"]["valid"]

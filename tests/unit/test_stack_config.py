@@ -76,7 +76,7 @@ def test_upstream_clusters_have_a_bulkhead_a_retry_budget_and_outlier_detection(
     clusters = {c["name"]: c for c in sidecar_config(service("payment"))["static_resources"]["clusters"]}
     psp = clusters["psp"]
     limits = psp["circuit_breakers"]["thresholds"][0]
-    assert limits["max_requests"] == 128 and limits["retry_budget"]["budget_percent"]["value"] == 20.0
+    assert limits["max_requests"] == 1024 and limits["retry_budget"]["budget_percent"]["value"] == 20.0
     assert psp["outlier_detection"]["consecutive_gateway_failure"] == 3
     assert "circuit_breakers" not in clusters["local_app"]
 
