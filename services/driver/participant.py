@@ -10,6 +10,7 @@ reply."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 
@@ -23,12 +24,12 @@ from services.driver import domain
 from services.driver.adapters import DriverLocations, reserve
 from services.driver.offers import OfferHub
 from services.shared.clocks import HybridLogicalClock, Timestamp
-from services.shared.eos import Retry
 from services.shared.failure_detectors import PhiAccrualDetector
 from services.shared.locks import FencedLock, Lease
 from services.shared.messages import Outgoing, Poison, envelope, outgoing
 
 REPLIES = "trip.replies"
+log = logging.getLogger(__name__)
 MATCH_RADIUS_KM = 15.0
 CANDIDATES = 20
 RESERVE_LEASE_MS = 5_000
@@ -75,7 +76,14 @@ class DriverParticipant:
         if row is not None:
             reply = saga_pb2.Envelope.FromString(row[0])
         elif kind == "reserve_driver":
-            reply = await self._reserve(env)
+            try:
+                reply = await self._reserve(env)
+            except RedisError as error:
+                # Matching pauses while Redis (positions, fencing tokens) is down: no reply,
+                # nothing recorded; the saga's MATCHING timeout re-sends the same command,
+                # and the partition keeps flowing for releases and other rides meanwhile.
+                log.warning("redis unavailable; matching paused", extra={"fields": {"error": repr(error)}})
+                return []
         else:
             reply = await self._release(env)
         if reply.WhichOneof("body") == "driver_offered":
@@ -118,8 +126,6 @@ class DriverParticipant:
                     "INSERT INTO handled_commands (message_id, reply) VALUES (%s, %s)",
                     (env.message_id, reply.SerializeToString()),
                 )
-        except RedisError as error:
-            raise Retry(f"redis: {error}") from None
         finally:
             for lease in leases:
                 with contextlib.suppress(RedisError):

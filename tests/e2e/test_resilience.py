@@ -13,6 +13,8 @@ import pytest
 import redis
 
 from ridectl import checker
+from ridectl.stack import paths
+from ridectl.stack.supervisor import Supervisor
 from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from ridesaga.rider.v1 import rider_pb2_grpc
 from services.shared.downstream import BREAKERS_KEY
@@ -145,3 +147,67 @@ def test_a_half_failing_psp_gets_retries_only_within_the_budget() -> None:
 def test_status_shows_the_breakers() -> None:
     breakers = json.loads(ridectl("status", "--json").stdout)["breakers"]
     assert breakers[BREAKER]["state"] in ("closed", "open", "half_open")
+
+
+def test_a_rider_in_good_standing_rides_on_a_deferred_authorization_while_the_psp_is_down() -> None:
+    async def scenario() -> tuple[Booking, Booking, list[Booking]]:
+        async with channel() as ch:
+            stub = rider_pb2_grpc.RiderServiceStub(ch)
+            regular = Booking(await create_rider(stub, "regular rider"))
+            await book(stub, regular)
+            assert (await settle(stub, regular, 120)).outcome == "completed"
+            _set_faults(outage=True)
+            # Newcomers' calls fail until the breaker opens; their rides wait for the psp.
+            waiting = [Booking(await create_rider(stub, f"newcomer {i}")) for i in range(6)]
+            await asyncio.gather(*(book(stub, b) for b in waiting))
+            await asyncio.to_thread(wait_for, lambda: _breaker()["state"] == "open", 60, "the breaker to open")
+            again = Booking(regular.rider_id)
+            await book(stub, again)
+            newcomer = Booking(await create_rider(stub, "late newcomer"))
+            await book(stub, newcomer)
+            assert (await settle(stub, newcomer, 60)).outcome == "payment_unavailable"
+            # The regular's ride goes on to its driver and waits only to be settled.
+            await asyncio.to_thread(
+                wait_for,
+                lambda: _state(again.ride_id) in ("CAPTURING", "COMPLETED"),
+                90,
+                "the deferred ride to reach capture",
+            )
+            _set_faults()
+            await settle(stub, again, 120)
+            return again, newcomer, [await settle(stub, b, 120) for b in waiting]
+
+    again, newcomer, waiting = asyncio.run(scenario())
+    assert again.outcome == "completed"
+    snapshot = checker.collect()
+    moves = sorted(m.kind for m in snapshot.movements[again.ride_id])
+    assert moves == ["AUTHORIZE", "CAPTURE"]  # authorized and captured once the psp was back
+    assert newcomer.ride_id not in snapshot.movements  # nothing was ever sent for the refused ride
+    assert all(b.state in ("COMPLETED", "CANCELLED") for b in waiting)
+    report = checker.report(snapshot)
+    assert report["valid"], report["violations"]
+
+
+def _state(ride_id: str) -> str:
+    rows = db_rows("trip", "SELECT state FROM rides WHERE ride_id = %s", (ride_id,))
+    return str(rows[0][0]) if rows else ""
+
+
+def test_matching_pauses_while_redis_is_down_and_resumes_after() -> None:
+    supervisor = Supervisor(paths.RUN)
+
+    async def scenario() -> Booking:
+        async with channel() as ch:
+            stub = rider_pb2_grpc.RiderServiceStub(ch)
+            booking = Booking(await create_rider(stub, "patient rider"))
+            supervisor.stop("redis")
+            try:
+                await book(stub, booking)  # the edge's rate limit fails open without Redis
+                await asyncio.to_thread(
+                    wait_for, lambda: _state(booking.ride_id) == "MATCHING", 60, "the ride to wait in MATCHING"
+                )
+            finally:
+                supervisor.start("redis")
+            return await settle(stub, booking, 120)
+
+    assert asyncio.run(scenario()).outcome == "completed"

@@ -1,15 +1,21 @@
 -- Holds placed at the psp for each ride, and what became of them.
+-- DEFERRED: granted without the processor while its breaker was open (a rider in good
+-- standing, within the risk limit); authorized and captured at the psp when it is back.
 CREATE TABLE holds (
     ride_id          uuid PRIMARY KEY,
+    rider_id         uuid NOT NULL,
+    payment_method   text NOT NULL,
     charge_id        text NOT NULL,
     authorized_cents bigint NOT NULL CHECK (authorized_cents > 0),
     captured_cents   bigint NOT NULL DEFAULT 0 CHECK (captured_cents >= 0),
-    status           text NOT NULL CHECK (status IN ('AUTHORIZED', 'CAPTURED', 'VOIDED')),
+    status           text NOT NULL CHECK (status IN ('AUTHORIZED', 'DEFERRED', 'CAPTURED', 'VOIDED', 'WRITTEN_OFF')),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     CHECK (captured_cents <= authorized_cents)
 );
 
 -- Double-entry ledger: every money movement is a set of entries that sum to zero.
+CREATE INDEX holds_rider ON holds (rider_id);
+
 CREATE TABLE ledger_entries (
     entry_id     bigserial PRIMARY KEY,
     ride_id      uuid NOT NULL,
