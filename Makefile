@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 RIDECTL := $(VENV)/bin/ridectl
-# `make up ZK_NODES=3` runs ZooKeeper as a three-node ensemble (for quorum drills).
-export ZK_NODES
+# `make up ZK_NODES=3` runs ZooKeeper as a three-node ensemble (for quorum drills);
+# `make up REPLICAS=payment=2` runs two payment replicas behind the mesh.
+export ZK_NODES REPLICAS
 
 .PHONY: bootstrap up down status demo test lint protos bench
 

@@ -14,7 +14,17 @@ from pathlib import Path
 
 from ridectl.stack import health, paths
 from ridectl.stack.errors import StackError
-from services.shared.topology import INFRA, SERVICES, SWEEPERS, zookeeper_hosts, zookeeper_ports
+from services.shared.topology import (
+    INFRA,
+    MAX_REPLICAS,
+    REPLICABLE,
+    SERVICES,
+    SWEEPERS,
+    ServiceSpec,
+    replicas_of,
+    zookeeper_hosts,
+    zookeeper_ports,
+)
 
 
 @dataclass(frozen=True)
@@ -84,9 +94,27 @@ def zookeeper_nodes(run: Path) -> int:
     return int(raw)
 
 
+def replicas(run: Path) -> dict[str, int]:
+    """REPLICAS="payment=2" at `up` (or what the last `up` chose): replicas per service."""
+    raw = os.environ.get("REPLICAS") or None
+    if raw is None:
+        mode = run / MODE_FILE
+        found: dict[str, int] = json.loads(mode.read_text()).get("replicas", {}) if mode.exists() else {}
+        return found
+    counts = {}
+    for entry in filter(None, raw.split(",")):
+        name, _, count = entry.partition("=")
+        if name not in REPLICABLE:
+            raise StackError(f"REPLICAS: {name!r} cannot be replicated here; only {', '.join(REPLICABLE)}")
+        if not count.isdigit() or not 1 <= int(count) <= MAX_REPLICAS:
+            raise StackError(f"REPLICAS: {entry!r} must be SERVICE=N with N in 1..{MAX_REPLICAS}")
+        counts[name] = int(count)
+    return counts
+
+
 def remember_mode(run: Path) -> None:
     run.mkdir(parents=True, exist_ok=True)
-    (run / MODE_FILE).write_text(json.dumps({"zk_nodes": zookeeper_nodes(run)}))
+    (run / MODE_FILE).write_text(json.dumps({"zk_nodes": zookeeper_nodes(run), "replicas": replicas(run)}))
 
 
 def zookeepers(run: Path) -> list[Component]:
@@ -226,40 +254,54 @@ def services(run: Path) -> list[Component]:
         )
         for name in SWEEPERS
     ]
+    counts = replicas(run)
     for spec in SERVICES:
-        found.append(
-            Component(
-                spec.name,
-                "services",
-                spec.app_port,
-                [python, "-m", f"services.{spec.name}.entrypoint"],
-                functools.partial(health.grpc_serving, spec.app_port, spec.grpc_service),
-                environment={
-                    "PYTHONUNBUFFERED": "1",
-                    **_passed("RIDESAGA_TRACE_SAMPLE_RATIO"),
-                    **clock_skew(spec.name),
-                },
-            )
-        )
-        found.append(
-            Component(
-                spec.sidecar,
-                "services",
-                spec.ingress_port,
-                [
-                    str(paths.envoy_binary()),
-                    "-c",
-                    str(run / "envoy" / f"{spec.sidecar}.json"),
-                    "--disable-hot-restart",
-                    "--concurrency",
-                    "1",
-                    "--log-level",
-                    "warn",
-                ],
-                functools.partial(health.grpc_serving, spec.ingress_port, spec.grpc_service),
-            )
-        )
+        for number, copy in enumerate(replicas_of(spec, counts), start=1):
+            found += _service_and_sidecar(run, python, spec, copy, number)
     return found
+
+
+def _service_and_sidecar(run: Path, python: str, spec: ServiceSpec, copy: ServiceSpec, number: int) -> list[Component]:
+    own = (
+        {}
+        if number == 1
+        else {
+            "RIDESAGA_APP_PORT": str(copy.app_port),
+            "RIDESAGA_EGRESS": f"127.0.0.1:{copy.egress_port}",
+            "RIDESAGA_REPLICA": str(number),
+        }
+    )
+    return [
+        Component(
+            copy.name,
+            "services",
+            copy.app_port,
+            [python, "-m", f"services.{spec.name}.entrypoint"],
+            functools.partial(health.grpc_serving, copy.app_port, spec.grpc_service),
+            environment={
+                "PYTHONUNBUFFERED": "1",
+                **own,
+                **_passed("RIDESAGA_TRACE_SAMPLE_RATIO"),
+                **clock_skew(spec.name),
+            },
+        ),
+        Component(
+            copy.sidecar,
+            "services",
+            copy.ingress_port,
+            [
+                str(paths.envoy_binary()),
+                "-c",
+                str(run / "envoy" / f"{copy.sidecar}.json"),
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ],
+            functools.partial(health.grpc_serving, copy.ingress_port, spec.grpc_service),
+        ),
+    ]
 
 
 def fleet(run: Path) -> Component:

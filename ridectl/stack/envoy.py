@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.shared.topology import INFRA, SERVICES, STREAMS, ServiceSpec, service
+from services.shared.topology import INFRA, SERVICES, STREAMS, ServiceSpec, replicas_of, service
 
 LOOPBACK = "127.0.0.1"
 JAEGER_CLUSTER = "jaeger_otlp"
@@ -43,7 +43,7 @@ def _limits() -> Config:
     }
 
 
-def _cluster(name: str, port: int, upstream: bool = False) -> Config:
+def _cluster(name: str, ports: list[int], upstream: bool = False) -> Config:
     resilience: Config = {}
     if upstream:
         resilience = {
@@ -69,7 +69,7 @@ def _cluster(name: str, port: int, upstream: bool = False) -> Config:
         },
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(port)}}]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(port)}} for port in ports]}],
         },
     }
 
@@ -189,7 +189,10 @@ def _listener(
     }
 
 
-def sidecar_config(spec: ServiceSpec, sample_ratio: float = 1.0) -> Config:
+def sidecar_config(spec: ServiceSpec, sample_ratio: float = 1.0, replicas: dict[str, int] | None = None) -> Config:
+    """`spec` may be a replica (topology.replica); a callee with replicas is one cluster
+    with an endpoint per replica's sidecar: Envoy balances over them and ejects outliers."""
+    counts = replicas or {}
     upstreams = [service(name) for name in spec.calls]
     percent = 100.0 * sample_ratio
     ingress_filters = [_fault_filter(), *([_edge_rate_limit()] if spec.name == "rider" else [])]
@@ -199,9 +202,12 @@ def sidecar_config(spec: ServiceSpec, sample_ratio: float = 1.0) -> Config:
         routes = [r for callee in upstreams for r in _routes(f"/{callee.grpc_service}/", callee.name, retries=True)]
         listeners.append(_listener("egress", spec.egress_port, routes, spec.sidecar, percent, []))
     clusters = [
-        _cluster("local_app", spec.app_port),
-        *(_cluster(callee.name, callee.ingress_port, upstream=True) for callee in upstreams),
-        _cluster(JAEGER_CLUSTER, INFRA.jaeger_otlp_grpc),
+        _cluster("local_app", [spec.app_port]),
+        *(
+            _cluster(callee.name, [r.ingress_port for r in replicas_of(callee, counts)], upstream=True)
+            for callee in upstreams
+        ),
+        _cluster(JAEGER_CLUSTER, [INFRA.jaeger_otlp_grpc]),
     ]
     return {
         "node": {"id": spec.sidecar, "cluster": spec.name},
@@ -212,5 +218,10 @@ def sidecar_config(spec: ServiceSpec, sample_ratio: float = 1.0) -> Config:
     }
 
 
-def all_sidecar_configs(sample_ratio: float = 1.0) -> dict[str, Config]:
-    return {spec.sidecar: sidecar_config(spec, sample_ratio) for spec in SERVICES}
+def all_sidecar_configs(sample_ratio: float = 1.0, replicas: dict[str, int] | None = None) -> dict[str, Config]:
+    counts = replicas or {}
+    return {
+        copy.sidecar: sidecar_config(copy, sample_ratio, counts)
+        for spec in SERVICES
+        for copy in replicas_of(spec, counts)
+    }

@@ -102,12 +102,12 @@ def jaeger_config() -> str:
     return json.dumps(config, indent=2)
 
 
-def write_sidecar_configs(directory: Path) -> list[str]:
+def write_sidecar_configs(directory: Path, replicas: dict[str, int]) -> list[str]:
     """Writes every sidecar's config; returns the sidecars whose config changed (Envoy
     reads its config at start, so those must be restarted if they are running)."""
     directory.mkdir(parents=True, exist_ok=True)
     changed = []
-    for name, config in all_sidecar_configs(trace_sample_ratio()).items():
+    for name, config in all_sidecar_configs(trace_sample_ratio(), replicas).items():
         path = directory / f"{name}.json"
         text = json.dumps(config, indent=2)
         if not path.exists() or path.read_text() != text:

@@ -95,7 +95,7 @@ def _prepare(run: Path, components: list[Component]) -> list[str]:
         (home / "data" / "myid").write_text(f"{node}\n")
         (home / "zoo.cfg").write_text(files.zookeeper_config(home / "data", node, nodes))
     (run / "jaeger" / "config.yaml").write_text(files.jaeger_config())
-    changed = files.write_sidecar_configs(run / "envoy")
+    changed = files.write_sidecar_configs(run / "envoy", comp.replicas(run))
     (run / "supervisord.conf").write_text(render(components, run))
     return changed
 

@@ -186,7 +186,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
             name="driver-participant",
             bootstrap=settings.kafka_bootstrap,
             group_id="driver-participant",
-            transactional_id="driver-participant",
+            transactional_id=f"driver-participant{config.replica_suffix()}",
             topics=("driver.commands",),
             dead_letter_topic="ridesaga.dlq",
         ),

@@ -49,7 +49,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
             name="payment-participant",
             bootstrap=settings.kafka_bootstrap,
             group_id="payment-participant",
-            transactional_id="payment-participant",
+            transactional_id=f"payment-participant{config.replica_suffix()}",
             topics=("payment.commands",),
             dead_letter_topic="ridesaga.dlq",
         ),

@@ -51,6 +51,15 @@ def trace_sample_ratio() -> float:
     return ratio
 
 
+def replica_suffix() -> str:
+    """ "" for a service's first replica, "-2" for its second: keeps ids that must be unique
+    per process (Kafka transactional ids, consumer group instance ids) apart."""
+    raw = os.environ.get("RIDESAGA_REPLICA", "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"RIDESAGA_REPLICA must be a positive integer, got {raw!r}")
+    return "" if raw == "1" else f"-{raw}"
+
+
 def ride_request_limit() -> tuple[int, float]:
     """Per-rider token bucket for RequestRide: (burst, requests per second)."""
     burst = _float("RIDESAGA_RIDE_REQUEST_BURST", 10)

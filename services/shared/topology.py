@@ -4,6 +4,7 @@ health checks and `ridectl status` are all generated from this module."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -89,6 +90,34 @@ def zookeeper_ports(nodes: int) -> list[int]:
 
 def zookeeper_hosts(nodes: int) -> str:
     return ",".join(f"127.0.0.1:{port}" for port in zookeeper_ports(nodes))
+
+
+REPLICA_PORT_STEP = 100
+# Services that can run more than one replica locally: they hold no per-process state
+# that another party depends on (driver's offer streams and trip's single orchestrator
+# group member do).
+REPLICABLE = ("payment", "psp")
+MAX_REPLICAS = 3
+
+
+def replica(spec: ServiceSpec, number: int) -> ServiceSpec:
+    """Replica `number` (from 1) of a service: its own app and sidecar, every port shifted
+    by 100 per replica; replica 1 is the service itself."""
+    if number == 1:
+        return spec
+    step = REPLICA_PORT_STEP * (number - 1)
+    return dataclasses.replace(
+        spec,
+        name=f"{spec.name}-{number}",
+        app_port=spec.app_port + step,
+        ingress_port=spec.ingress_port + step,
+        egress_port=spec.egress_port + step,
+        admin_port=spec.admin_port + step,
+    )
+
+
+def replicas_of(spec: ServiceSpec, counts: dict[str, int]) -> list[ServiceSpec]:
+    return [replica(spec, n) for n in range(1, counts.get(spec.name, 1) + 1)]
 
 
 def service(name: str) -> ServiceSpec:

@@ -173,7 +173,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
             name="trip-orchestrator",
             bootstrap=settings.kafka_bootstrap,
             group_id="trip-orchestrator",
-            transactional_id="trip-orchestrator",
+            transactional_id=f"trip-orchestrator{config.replica_suffix()}",
             topics=(TRIP_COMMANDS, "trip.replies"),
             dead_letter_topic="ridesaga.dlq",
         ),

@@ -88,3 +88,14 @@ def test_every_ingress_can_inject_faults_and_only_the_rider_edge_is_rate_limited
         names = [f["name"] for f in manager["http_filters"]]
         assert names[0] == "envoy.filters.http.fault" and names[-1] == "envoy.filters.http.router"
         assert ("envoy.filters.http.local_ratelimit" in names) == (spec.name == "rider")
+
+
+def test_a_replicated_callee_is_one_cluster_with_an_endpoint_per_replica() -> None:
+    from ridectl.stack.envoy import all_sidecar_configs
+
+    configs = all_sidecar_configs(1.0, {"payment": 2})
+    assert "payment-2-envoy" in configs
+    clusters = {c["name"]: c for c in configs["trip-envoy"]["static_resources"]["clusters"]}
+    endpoints = clusters["payment"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints]
+    assert ports == [service("payment").ingress_port, service("payment").ingress_port + 100]

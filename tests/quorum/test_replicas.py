@@ -1,0 +1,49 @@
+"""Two payment replicas behind the mesh (`make up REPLICAS=payment=2`): when one fails,
+the callers' sidecars eject it from their load balancing and rides keep completing
+(Kafka hands the failed replica's partitions to the other)."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+from ridectl.probe import mesh_probe
+from ridectl.stack import paths
+from ridectl.stack.supervisor import Supervisor
+from ridesaga.rider.v1 import rider_pb2_grpc
+from services.shared.topology import service
+from tests.e2e.rides import Booking, book, channel, create_rider, settle
+from tests.support import status, wait_for
+
+
+def _trip_envoy_stat(name: str) -> int:
+    url = f"http://127.0.0.1:{service('trip').admin_port}/stats?filter=^cluster\\.payment\\.{name}$"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        line = response.read().decode().strip()
+    return int(line.rsplit(":", 1)[1]) if line else 0
+
+
+async def _rides(n: int) -> list[Booking]:
+    async with channel() as ch:
+        stub = rider_pb2_grpc.RiderServiceStub(ch)
+        bookings = [Booking(await create_rider(stub, f"replica rider {i}")) for i in range(n)]
+        await asyncio.gather(*(book(stub, b) for b in bookings))
+        return list(await asyncio.gather(*(settle(stub, b, 120) for b in bookings)))
+
+
+def test_a_failed_replica_is_ejected_and_rides_keep_completing() -> None:
+    assert {"payment", "payment-envoy", "payment-2", "payment-2-envoy"} <= set(status())
+    supervisor = Supervisor(paths.RUN)
+    supervisor.stop("payment-2")  # its sidecar stays up and answers 503: nothing behind it
+    try:
+
+        def ejected() -> bool:
+            mesh_probe()  # trip calls payment through its sidecar, round robin over both
+            return _trip_envoy_stat("outlier_detection.ejections_active") >= 1
+
+        wait_for(ejected, 60, "trip's sidecar to eject the failed payment replica", interval=0)
+        # While ejected, every call from trip to payment reaches the healthy replica.
+        assert all(mesh_probe()["complete"] for _ in range(10))
+        assert all(b.outcome == "completed" for b in asyncio.run(_rides(5)))
+    finally:
+        supervisor.start("payment-2")
