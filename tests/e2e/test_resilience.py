@@ -142,6 +142,8 @@ def test_a_half_failing_psp_gets_retries_only_within_the_budget() -> None:
     assert max(per_ride.values()) <= 1 + retries  # no call was multiplied by another retry layer
     print({"calls": calls, "refused": refused, "retries": retries, "psp_attempts": sorted(per_ride.values())})
     assert all(b.state in ("COMPLETED", "CANCELLED") for b in rides)
+    report = checker.report(checker.collect())
+    assert report["valid"], report["violations"]
 
 
 def test_status_shows_the_breakers() -> None:
@@ -211,3 +213,5 @@ def test_matching_pauses_while_redis_is_down_and_resumes_after() -> None:
             return await settle(stub, booking, 120)
 
     assert asyncio.run(scenario()).outcome == "completed"
+    report = checker.report(checker.collect())
+    assert report["valid"], report["violations"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 
+from ridectl import checker
 from ridectl.probe import mesh_probe
 from ridectl.stack import paths
 from ridectl.stack.supervisor import Supervisor
@@ -47,3 +48,5 @@ def test_a_failed_replica_is_ejected_and_rides_keep_completing() -> None:
         assert all(b.outcome == "completed" for b in asyncio.run(_rides(5)))
     finally:
         supervisor.start("payment-2")
+    report = checker.report(checker.collect())
+    assert report["valid"], report["violations"]
