@@ -132,6 +132,15 @@ def _wait(supervisor: Supervisor, group: list[Component]) -> None:
             time.sleep(0.5)
 
 
+def _wait_for_saga_groups() -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    progress("waiting for the saga's Kafka consumer groups")
+    while not provision.saga_groups_stable():
+        if time.monotonic() > deadline:
+            raise StackError(f"the saga's consumer groups {', '.join(provision.SAGA_GROUPS)} did not become stable")
+        time.sleep(0.5)
+
+
 def up(run: Path = paths.RUN) -> None:
     started = time.monotonic()
     comp.remember_mode(run)
@@ -148,6 +157,8 @@ def up(run: Path = paths.RUN) -> None:
         for component in members:
             supervisor.start(component.name)
         _wait(supervisor, members)
+        if group == "services":
+            _wait_for_saga_groups()
         if after is not None:
             after(progress)
     progress(f"stack up in {time.monotonic() - started:.1f}s")

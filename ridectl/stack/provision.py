@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import psycopg
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from psycopg import sql
@@ -60,3 +60,18 @@ def provision(say: Callable[[str], None]) -> None:
     except psycopg.Error as error:
         raise StackError(f"preparing the databases failed: {error}".strip()) from None
     topics(say)
+
+
+# The consume loops of the saga: the stack is ready only when each group has members
+# with partitions, or the first rides would wait for the groups to form.
+SAGA_GROUPS = ("trip-orchestrator", "payment-participant", "driver-participant")
+
+
+def saga_groups_stable() -> bool:
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{INFRA.kafka}", "log_level": 0})
+    try:
+        futures = admin.describe_consumer_groups(list(SAGA_GROUPS), request_timeout=5)
+        groups = [future.result(timeout=10) for future in futures.values()]
+    except KafkaException:
+        return False
+    return all(g.state == ConsumerGroupState.STABLE and g.members for g in groups)

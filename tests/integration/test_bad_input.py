@@ -162,7 +162,11 @@ def test_offers_and_trip_completion(driver: driver_pb2_grpc.DriverServiceStub) -
         lambda: list(driver.WatchOffers(driver_pb2.WatchOffersRequest(driver_id=unknown), timeout=CALL_TIMEOUT))
     )
     assert code == grpc.StatusCode.NOT_FOUND and unknown in message
-    someone = driver.RegisterDriver(driver_pb2.RegisterDriverRequest(name="Idle", location=SF), timeout=CALL_TIMEOUT)
+    # Far from San Francisco: a driver without an app must never be offered a test's ride.
+    nowhere = common_pb2.LatLng(lat=0.5, lng=0.5)
+    someone = driver.RegisterDriver(
+        driver_pb2.RegisterDriverRequest(name="Idle", location=nowhere), timeout=CALL_TIMEOUT
+    )
     answer = driver_pb2.OfferResponse(ride_id=str(uuid.uuid4()), driver_id=someone.driver_id, fence=0, accept=True)
     code, message = _status_of(lambda: driver.RespondToOffer(answer, timeout=CALL_TIMEOUT))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("fence:")
