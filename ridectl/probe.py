@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2_grpc
@@ -27,12 +29,18 @@ async def _call() -> tuple[str, common_pb2.ProbeReply]:
             return f"{span.get_span_context().trace_id:032x}", reply
 
 
+@functools.cache
+def _tracing() -> TracerProvider:
+    """Once per process: a tracer provider can be made global only once."""
+    return setup_tracing("ridectl", f"http://127.0.0.1:{INFRA.jaeger_otlp_grpc}", "local", 1.0)
+
+
 def mesh_probe() -> dict[str, Any]:
-    provider = setup_tracing("ridectl", f"http://127.0.0.1:{INFRA.jaeger_otlp_grpc}", "local", 1.0)
+    provider = _tracing()
     try:
         trace_id, reply = asyncio.run(_call())
     finally:
-        provider.shutdown()
+        provider.force_flush()
     found = reached(reply)
     return {
         "trace_id": trace_id,

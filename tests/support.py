@@ -42,12 +42,6 @@ def sidecar_channel(name: str) -> grpc.Channel:
     return grpc.insecure_channel(f"127.0.0.1:{service(name).ingress_port}")
 
 
-def rider_stub(channel: grpc.Channel) -> Any:
-    from ridesaga.rider.v1 import rider_pb2_grpc
-
-    return rider_pb2_grpc.RiderServiceStub(channel)
-
-
 def db_rows(dbname: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Reads a service's database directly, as the checker does."""
     import psycopg

@@ -182,13 +182,8 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     )
     participant = DriverParticipant(pool, locations, FencedLock(client), hub, clock, detector)
     loop = TransactionalLoop(
-        LoopConfig(
-            name="driver-participant",
-            bootstrap=settings.kafka_bootstrap,
-            group_id="driver-participant",
-            transactional_id=f"driver-participant{config.replica_suffix()}",
-            topics=("driver.commands",),
-            dead_letter_topic="ridesaga.dlq",
+        LoopConfig.for_group(
+            "driver-participant", settings.kafka_bootstrap, ("driver.commands",), config.replica_suffix()
         ),
         participant.handle,
         participant.settled,

@@ -45,13 +45,8 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     downstream = Downstream("payment->psp", redis=client, breaker=PSP_BREAKER)
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(pool, psp), server)
     loop = TransactionalLoop(
-        LoopConfig(
-            name="payment-participant",
-            bootstrap=settings.kafka_bootstrap,
-            group_id="payment-participant",
-            transactional_id=f"payment-participant{config.replica_suffix()}",
-            topics=("payment.commands",),
-            dead_letter_topic="ridesaga.dlq",
+        LoopConfig.for_group(
+            "payment-participant", settings.kafka_bootstrap, ("payment.commands",), config.replica_suffix()
         ),
         PaymentParticipant(pool, psp, config.clock(), downstream).handle,
     )

@@ -8,14 +8,12 @@ one operation and bound to a fingerprint of its parameters (Stripe semantics).""
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass, replace
 
 from services.shared.errors import Aborted, FailedPrecondition, InvalidArgument
+from services.shared.idempotency import fingerprint, validate_key
 
-MAX_KEY_LENGTH = 255
 MAX_PAYMENT_METHOD_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 500
 MAX_LATENCY_MS = 60_000
@@ -104,12 +102,8 @@ class Reuse(enum.Enum):
 
 def idempotency_key(operation: Operation, value: str, **params: str | int) -> IdempotencyKey:
     """Validates a key and binds it to the request's parameters."""
-    if not value.strip():
-        raise InvalidArgument("idempotency_key", "is required")
-    if len(value) > MAX_KEY_LENGTH:
-        raise InvalidArgument("idempotency_key", f"must be at most {MAX_KEY_LENGTH} characters")
-    canonical = json.dumps({"operation": operation.value, **params}, sort_keys=True)
-    return IdempotencyKey(operation, value, hashlib.sha256(canonical.encode()).hexdigest())
+    validate_key(value)
+    return IdempotencyKey(operation, value, fingerprint({"operation": operation.value, **params}))
 
 
 def reuse(key: IdempotencyKey, stored_fingerprint: str, completed: bool, claimed_seconds_ago: float) -> Reuse:

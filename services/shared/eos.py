@@ -15,9 +15,11 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
+from redis.exceptions import RedisError
 
 from ridesaga.saga.v1 import saga_pb2
 from services.shared.messages import Headers, Outgoing, Poison, decode, header_carrier
@@ -40,6 +42,12 @@ class Retry(Exception):
     and handled again after a backoff."""
 
 
+# Failures of infrastructure, not of the record: they abort and retry the batch, and never
+# count toward dead-lettering (a PostgreSQL restart must not send commands to the DLQ).
+TRANSIENT: tuple[type[BaseException], ...] = (Retry, psycopg.OperationalError, RedisError)
+DEAD_LETTER_TOPIC = "ridesaga.dlq"
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     name: str
@@ -47,9 +55,15 @@ class LoopConfig:
     group_id: str
     transactional_id: str
     topics: tuple[str, ...]
-    dead_letter_topic: str
+    dead_letter_topic: str = DEAD_LETTER_TOPIC
     batch_max: int = 100
     batch_wait_seconds: float = 0.05
+
+    @classmethod
+    def for_group(cls, group: str, bootstrap: str, topics: tuple[str, ...], replica_suffix: str = "") -> LoopConfig:
+        """One consumer group per loop; each process has its own transactional id (and
+        static member id), so replicas share the partitions and a zombie is fenced."""
+        return cls(group, bootstrap, group, f"{group}{replica_suffix}", topics)
 
 
 def new_transactional_producer(bootstrap: str, transactional_id: str) -> Producer:
@@ -123,7 +137,7 @@ class TransactionalLoop:
                     attempt = 0
                     if self.settled:
                         self.settled(True)
-                except (KafkaException, Retry, Exception) as error:
+                except Exception as error:
                     attempt += 1
                     if self.settled:
                         self.settled(False)
@@ -185,8 +199,8 @@ class TransactionalLoop:
                 except Poison as poison:
                     span.set_status(StatusCode.ERROR, str(poison))
                     return [self._to_dead_letter(record, str(poison))]
-                except Retry as retry:
-                    span.set_status(StatusCode.ERROR, f"retry: {retry}")
+                except TRANSIENT as retry:
+                    span.set_status(StatusCode.ERROR, f"retry: {retry!r}")
                     raise
                 except Exception as error:
                     self.failures[where] = self.failures.get(where, 0) + 1

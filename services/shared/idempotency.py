@@ -19,7 +19,7 @@ KEEP_MS = 24 * 3600 * 1000
 
 
 def validate_key(key: str) -> str:
-    if not key:
+    if not key.strip():
         raise InvalidArgument("idempotency_key", "is required")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidArgument("idempotency_key", f"must be at most {MAX_KEY_LENGTH} characters, got {len(key)}")

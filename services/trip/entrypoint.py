@@ -169,13 +169,8 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
         server,
     )
     loop = TransactionalLoop(
-        LoopConfig(
-            name="trip-orchestrator",
-            bootstrap=settings.kafka_bootstrap,
-            group_id="trip-orchestrator",
-            transactional_id=f"trip-orchestrator{config.replica_suffix()}",
-            topics=(TRIP_COMMANDS, "trip.replies"),
-            dead_letter_topic="ridesaga.dlq",
+        LoopConfig.for_group(
+            "trip-orchestrator", settings.kafka_bootstrap, (TRIP_COMMANDS, "trip.replies"), config.replica_suffix()
         ),
         Orchestrator(pool, clock).handle,
     )
