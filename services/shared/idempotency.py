@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.shared.errors import Aborted, InvalidArgument
@@ -26,7 +27,7 @@ def validate_key(key: str) -> str:
     return key
 
 
-def fingerprint(params: dict[str, object]) -> str:
+def fingerprint(params: Mapping[str, object]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
