@@ -16,16 +16,37 @@ from services.shared.topology import service
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25) -> T:
-    """Polls `condition` until it returns something truthy; fails naming `what` after `timeout`."""
+def wait_for(
+    condition: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    interval: float = 0.25,
+    explain: Callable[[], str] | None = None,
+) -> T:
+    """Polls `condition` until it returns something truthy; fails naming `what` after
+    `timeout`, with whatever `explain` says about the state it was stuck in."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            detail = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+def ride_story(ride_id: str) -> str:
+    """A ride's state and saga log from the trip database, and the sweeper's leadership:
+    what a test prints when a ride does not end in time."""
+    rides = db_rows(
+        "trip", "SELECT state, driver_id, match_attempt, deadline_ms FROM rides WHERE ride_id = %s", (ride_id,)
+    )
+    log = db_rows("trip", "SELECT at, step, status, detail FROM saga_log WHERE ride_id = %s ORDER BY seq", (ride_id,))
+    leader = db_rows("trip", "SELECT epoch, leader, since FROM sweeper_epoch", ())
+    runs = db_rows("trip", "SELECT sweeper, epoch, runs, last_run FROM sweeper_runs", ())
+    lines = [f"ride {ride_id}: {rides}", *(f"  {row}" for row in log), f"sweeper epoch {leader}, runs {runs}"]
+    return "\n".join(lines)
 
 
 def ridectl(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from ridectl.stack import paths
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from services.shared.topology import SERVICES
-from tests.support import ridectl, sidecar_channel, wait_for
+from tests.support import ride_story, ridectl, sidecar_channel, wait_for
 
 APPS = {s.name for s in SERVICES} | {"fleet"}
 SIDECARS = {s.sidecar for s in SERVICES}
@@ -56,7 +56,10 @@ def _ride(cancel: bool) -> str:
         if cancel:
             stub.CancelRide(rider_pb2.RideRef(ride_id=ride.ride_id), timeout=10)
         wait_for(
-            lambda: stub.GetRide(rider_pb2.RideRef(ride_id=ride.ride_id), timeout=10).terminal, 90, "the ride to end"
+            lambda: stub.GetRide(rider_pb2.RideRef(ride_id=ride.ride_id), timeout=10).terminal,
+            90,
+            "the ride to end",
+            explain=lambda: ride_story(ride.ride_id),
         )
     return str(ride.ride_id)
 

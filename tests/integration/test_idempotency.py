@@ -19,7 +19,7 @@ from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from services.rider.domain import ride_request
 from services.shared.idempotency import fingerprint
 from services.shared.topology import INFRA
-from tests.support import db_rows, sidecar_channel, wait_for
+from tests.support import db_rows, ride_story, sidecar_channel, wait_for
 
 DOWNTOWN = common_pb2.LatLng(lat=37.7793, lng=-122.4193)
 WHARF = common_pb2.LatLng(lat=37.8080, lng=-122.4177)
@@ -73,7 +73,7 @@ def test_a_replayed_key_returns_the_same_ride_and_holds_money_once(rider: rider_
     first = rider.RequestRide(_request(rider_id, key), timeout=TIMEOUT)
     again = rider.RequestRide(_request(rider_id, key), timeout=TIMEOUT)
     assert again.ride_id == first.ride_id
-    wait_for(lambda: _terminal(rider, first.ride_id), 60, "the ride to end")
+    wait_for(lambda: _terminal(rider, first.ride_id), 60, "the ride to end", explain=lambda: ride_story(first.ride_id))
     third = rider.RequestRide(_request(rider_id, key), timeout=TIMEOUT)
     assert third == first  # the stored answer, even after the ride ended
     assert _rides_of(rider_id) == [first.ride_id]
@@ -151,7 +151,12 @@ def test_ten_concurrent_requests_with_different_keys_make_at_most_one_live_ride(
     assert all("already has a live ride" in (r.details() or "") for r in refused)
     assert _rides_of(rider_id) == [accepted[0].ride_id]
     # Once that ride has ended the rider may book again.
-    wait_for(lambda: _terminal(rider, accepted[0].ride_id), 60, "the live ride to end")
+    wait_for(
+        lambda: _terminal(rider, accepted[0].ride_id),
+        60,
+        "the live ride to end",
+        explain=lambda: ride_story(accepted[0].ride_id),
+    )
     again = rider.RequestRide(_request(rider_id, str(uuid.uuid4())), timeout=TIMEOUT)
     assert again.ride_id != accepted[0].ride_id
 

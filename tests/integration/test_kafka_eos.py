@@ -18,7 +18,7 @@ from services.shared.clocks import HybridLogicalClock
 from services.shared.eos import new_transactional_producer
 from services.shared.messages import envelope
 from services.shared.topology import INFRA
-from tests.support import sidecar_channel, wait_for
+from tests.support import ride_story, sidecar_channel, wait_for
 
 BOOTSTRAP = f"127.0.0.1:{INFRA.kafka}"
 
@@ -147,6 +147,9 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_partition_keeps_flow
         assert any("does not handle messages of type 'reserve_driver'" in r for r in reasons), reasons
         assert all(h["dlq.source"].startswith(b"trip.replies/") for h in letters)
         wait_for(
-            lambda: stub.GetRide(rider_pb2.RideRef(ride_id=ride.ride_id), timeout=10).terminal, 60, "the ride to end"
+            lambda: stub.GetRide(rider_pb2.RideRef(ride_id=ride.ride_id), timeout=10).terminal,
+            60,
+            "the ride to end",
+            explain=lambda: ride_story(ride.ride_id),
         )
         assert stub.GetRide(rider_pb2.RideRef(ride_id=ride.ride_id), timeout=10).state == "COMPLETED"
