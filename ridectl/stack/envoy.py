@@ -6,15 +6,18 @@ API's runtime layer) and, at the rider edge, a local rate limit.
 Egress listener: where the app sends every outbound call; routes by gRPC service name
 (the `/package.Service/` path prefix) to the callee's ingress, with route timeouts,
 retries of idempotent calls under a retry budget, per-cluster limits (a bulkhead) and
-outlier detection. Both report spans to Jaeger with Envoy's OpenTelemetry tracer."""
+outlier detection. Both report spans to Jaeger with Envoy's OpenTelemetry tracer.
+
+One renderer serves every target (topology.TARGETS): locally callees are static loopback
+ports; in compose and Kubernetes they are names that Envoy resolves through DNS, so a
+Kubernetes headless Service gives one endpoint per ready pod to balance and eject."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.shared.topology import INFRA, SERVICES, STREAMS, ServiceSpec, replicas_of, service
+from services.shared.topology import LOCAL, LOOPBACK, SERVICES, STREAMS, ServiceSpec, Target, replicas_of, service
 
-LOOPBACK = "127.0.0.1"
 JAEGER_CLUSTER = "jaeger_otlp"
 UNARY_TIMEOUT = "10s"
 EDGE_REQUESTS_PER_SECOND = 500
@@ -22,8 +25,8 @@ EDGE_REQUESTS_PER_SECOND = 500
 Config = dict[str, Any]
 
 
-def _address(port: int) -> Config:
-    return {"socket_address": {"address": LOOPBACK, "port_value": port}}
+def _address(port: int, host: str = LOOPBACK) -> Config:
+    return {"socket_address": {"address": host, "port_value": port}}
 
 
 def _limits() -> Config:
@@ -43,7 +46,8 @@ def _limits() -> Config:
     }
 
 
-def _cluster(name: str, ports: list[int], upstream: bool = False) -> Config:
+def _cluster(name: str, endpoints: list[tuple[str, int]], upstream: bool = False) -> Config:
+    """A static cluster of loopback endpoints, or one resolved through DNS for names."""
     resilience: Config = {}
     if upstream:
         resilience = {
@@ -56,9 +60,11 @@ def _cluster(name: str, ports: list[int], upstream: bool = False) -> Config:
                 "max_ejection_percent": 50,
             },
         }
+    by_name = any(host != LOOPBACK for host, _ in endpoints)
+    discovery: Config = {"type": "STRICT_DNS", "dns_lookup_family": "V4_ONLY"} if by_name else {"type": "STATIC"}
     return {
         "name": name,
-        "type": "STATIC",
+        **discovery,
         "connect_timeout": "1s",
         **resilience,
         "typed_extension_protocol_options": {
@@ -69,7 +75,9 @@ def _cluster(name: str, ports: list[int], upstream: bool = False) -> Config:
         },
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(port)}} for port in ports]}],
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _address(port, host)}} for host, port in endpoints]}
+            ],
         },
     }
 
@@ -135,11 +143,16 @@ def _edge_rate_limit() -> Config:
 
 
 def _listener(
-    name: str, port: int, routes: list[Config], sidecar: str, sample_percent: float, filters: list[Config]
+    name: str,
+    address: Config,
+    routes: list[Config],
+    sidecar: str,
+    sample_percent: float,
+    filters: list[Config],
 ) -> Config:
     return {
         "name": name,
-        "address": _address(port),
+        "address": address,
         "filter_chains": [
             {
                 "filters": [
@@ -189,25 +202,35 @@ def _listener(
     }
 
 
-def sidecar_config(spec: ServiceSpec, sample_ratio: float = 1.0, replicas: dict[str, int] | None = None) -> Config:
+def _callee_endpoints(callee: ServiceSpec, counts: dict[str, int], target: Target) -> list[tuple[str, int]]:
+    if target.by_name:
+        return [(target.host(callee.name), callee.ingress_port)]
+    return [(LOOPBACK, r.ingress_port) for r in replicas_of(callee, counts)]
+
+
+def sidecar_config(
+    spec: ServiceSpec,
+    sample_ratio: float = 1.0,
+    replicas: dict[str, int] | None = None,
+    target: Target = LOCAL,
+) -> Config:
     """`spec` may be a replica (topology.replica); a callee with replicas is one cluster
-    with an endpoint per replica's sidecar: Envoy balances over them and ejects outliers."""
+    with an endpoint per replica's sidecar: Envoy balances over them and ejects outliers.
+    On a target that reaches parties by name, the callee's name stands for all replicas."""
     counts = replicas or {}
     upstreams = [service(name) for name in spec.calls]
     percent = 100.0 * sample_ratio
     ingress_filters = [_fault_filter(), *([_edge_rate_limit()] if spec.name == "rider" else [])]
     ingress_routes = _routes("/", "local_app", retries=False)
-    listeners = [_listener("ingress", spec.ingress_port, ingress_routes, spec.sidecar, percent, ingress_filters)]
+    ingress = _address(spec.ingress_port, target.public_bind)
+    listeners = [_listener("ingress", ingress, ingress_routes, spec.sidecar, percent, ingress_filters)]
     if upstreams:
         routes = [r for callee in upstreams for r in _routes(f"/{callee.grpc_service}/", callee.name, retries=True)]
-        listeners.append(_listener("egress", spec.egress_port, routes, spec.sidecar, percent, []))
+        listeners.append(_listener("egress", _address(spec.egress_port), routes, spec.sidecar, percent, []))
     clusters = [
-        _cluster("local_app", [spec.app_port]),
-        *(
-            _cluster(callee.name, [r.ingress_port for r in replicas_of(callee, counts)], upstream=True)
-            for callee in upstreams
-        ),
-        _cluster(JAEGER_CLUSTER, [INFRA.jaeger_otlp_grpc]),
+        _cluster("local_app", [(LOOPBACK, spec.app_port)]),
+        *(_cluster(callee.name, _callee_endpoints(callee, counts, target), upstream=True) for callee in upstreams),
+        _cluster(JAEGER_CLUSTER, [(target.host("jaeger"), target.infra.jaeger_otlp_grpc)]),
     ]
     return {
         "node": {"id": spec.sidecar, "cluster": spec.name},
@@ -218,8 +241,14 @@ def sidecar_config(spec: ServiceSpec, sample_ratio: float = 1.0, replicas: dict[
     }
 
 
-def all_sidecar_configs(sample_ratio: float = 1.0, replicas: dict[str, int] | None = None) -> dict[str, Config]:
+def all_sidecar_configs(
+    sample_ratio: float = 1.0, replicas: dict[str, int] | None = None, target: Target = LOCAL
+) -> dict[str, Config]:
+    """Locally one config per replica; on a target that reaches parties by name, one per
+    service, shared by its replicas."""
     counts = replicas or {}
+    if target.by_name:
+        return {spec.sidecar: sidecar_config(spec, sample_ratio, target=target) for spec in SERVICES}
     return {
         copy.sidecar: sidecar_config(copy, sample_ratio, counts)
         for spec in SERVICES

@@ -125,3 +125,67 @@ def service(name: str) -> ServiceSpec:
         if spec.name == name:
             return spec
     raise KeyError(f"unknown service {name!r}; known: {', '.join(s.name for s in SERVICES)}")
+
+
+# Where the stack runs. Locally every party is a process on loopback, on the ports above.
+# In docker compose and on Kubernetes every component is a container reached by its name
+# on its upstream image's usual port, while each service keeps its own four ports: its app
+# and its sidecar share one network namespace (a compose `network_mode: service:...`, one
+# Kubernetes pod), so the app still listens on loopback and calls out through loopback.
+CONTAINER_INFRA = InfraPorts(
+    zookeeper=2181,
+    zookeeper_peer=2888,
+    zookeeper_election=3888,
+    kafka=9092,
+    kafka_controller=9093,
+    postgres=5432,
+    redis=6379,
+)
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One place the stack runs: how one party reaches another there.
+
+    `public_bind` is the address a sidecar's ingress listens on (what other parties dial);
+    a sidecar's egress and admin listeners and the app itself stay on loopback everywhere.
+    With `by_name`, a component is reached by its name (DNS), else on loopback."""
+
+    name: str
+    infra: InfraPorts
+    public_bind: str
+    by_name: bool
+
+    def host(self, component: str) -> str:
+        return component if self.by_name else LOOPBACK
+
+    def address(self, component: str, port: int) -> str:
+        return f"{self.host(component)}:{port}"
+
+
+LOCAL = Target("local", INFRA, LOOPBACK, by_name=False)
+COMPOSE = Target("compose", CONTAINER_INFRA, "0.0.0.0", by_name=True)
+KUBERNETES = Target("k8s", CONTAINER_INFRA, "0.0.0.0", by_name=True)
+TARGETS = (LOCAL, COMPOSE, KUBERNETES)
+
+
+def service_environment(spec: ServiceSpec, target: Target) -> dict[str, str]:
+    """The settings a service process gets on `target` (read by services/shared/config.py).
+
+    Locally every value equals config.py's default, so `ridectl up` passes none of them;
+    in containers they name the infrastructure by host name."""
+    infra = target.infra
+    return {
+        "RIDESAGA_HOST": LOOPBACK,
+        "RIDESAGA_APP_PORT": str(spec.app_port),
+        "RIDESAGA_EGRESS": f"{LOOPBACK}:{spec.egress_port}",
+        "RIDESAGA_KAFKA": target.address("kafka", infra.kafka),
+        "RIDESAGA_PG_HOST": target.host("postgres"),
+        "RIDESAGA_PG_PORT": str(infra.postgres),
+        "RIDESAGA_REDIS_URL": f"redis://{target.address('redis', infra.redis)}/0",
+        "RIDESAGA_ZOOKEEPER": target.address("zookeeper", infra.zookeeper),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{target.address('jaeger', infra.jaeger_otlp_grpc)}",
+        "RIDESAGA_ENVIRONMENT": target.name,
+    }
