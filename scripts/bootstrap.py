@@ -7,6 +7,7 @@ other target (demo, up, test) calls."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ridectl.deploy import tools
 from ridectl.stack import paths
 
 
@@ -173,8 +175,64 @@ def jaeger() -> None:
     say("jaeger", f"built in {time.monotonic() - started:.0f}s")
 
 
+def go_environment() -> dict[str, str]:
+    """Go's module and build caches outside the repository; the machine's own toolchain."""
+    return {
+        **os.environ,
+        "GOPATH": str(paths.CACHE / "go"),
+        "GOCACHE": str(paths.CACHE / "go-build"),
+        "GOFLAGS": "-modcacherw",
+        "GOTOOLCHAIN": "local",
+    }
+
+
+def go_module_file(module: str, version: str, inside: str, target: Path) -> None:
+    """Copies one file out of a pinned Go module (downloaded into the module cache)."""
+    say("deploy", f"taking {inside} from {module}@{version}")
+    found = subprocess.run(
+        ["go", "mod", "download", "-json", f"{module}@{version}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=go_environment(),
+    )
+    if found.returncode != 0:
+        raise BootstrapError(
+            f"deploy: `go mod download {module}@{version}` failed: {found.stdout}{found.stderr}".strip()
+        )
+    source = Path(json.loads(found.stdout)["Dir"]) / inside
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    shutil.copyfile(source, partial)
+    partial.rename(target)
+
+
+def deploy_tools() -> None:
+    """kustomize and the Compose and Kubernetes schemas, for the offline validation of
+    deploy/ in the unit tests (tests/unit/test_deploy.py)."""
+    if not tools.missing():
+        say("deploy", f"kustomize {tools.KUSTOMIZE_VERSION} and the schemas cached in {tools.cache()}")
+        return
+    if shutil.which("go") is None:
+        raise BootstrapError("deploy: Go is needed to build kustomize and `go` is not on PATH")
+    binary = tools.kustomize_binary()
+    if not binary.exists():
+        say("deploy", f"building kustomize {tools.KUSTOMIZE_VERSION} from the Go module proxy")
+        env = {**go_environment(), "GOBIN": str(binary.parent)}
+        module = f"{tools.KUSTOMIZE}@{tools.KUSTOMIZE_VERSION}"
+        run(["go", "install", module], "deploy", paths.CACHE / "logs" / "kustomize-build.log", env=env)
+    if not tools.compose_schema().exists():
+        go_module_file(
+            tools.COMPOSE_GO, tools.COMPOSE_GO_VERSION, tools.COMPOSE_SCHEMA_IN_MODULE, tools.compose_schema()
+        )
+    if not tools.kubernetes_openapi().exists():
+        go_module_file(
+            tools.KUBERNETES, tools.KUBERNETES_VERSION, tools.KUBERNETES_OPENAPI_IN_MODULE, tools.kubernetes_openapi()
+        )
+
+
 def main() -> int:
-    steps = (debian_packages, virtualenv, protos, jars, jaeger)
+    steps = (debian_packages, virtualenv, protos, jars, jaeger, deploy_tools)
     try:
         for step in steps:
             step()
