@@ -12,6 +12,10 @@ from services.shared.topology import COMPOSE, INFRA, SERVICES, SWEEPERS, Service
 
 TARGET = COMPOSE
 PORTS = TARGET.infra
+# On the host's loopback, at the local stack's ports, so the same `ridectl` works against
+# compose: it calls the edge (rider), and `ridectl check` reads the databases and the
+# psp's own records.
+PUBLISHED = ("rider", "psp")
 HEALTH = {"interval": "5s", "timeout": "5s", "retries": 30, "start_period": "10s"}
 # What an app container may do: nothing as root, nothing written outside /tmp.
 HARDENED: Doc = {
@@ -75,6 +79,7 @@ def _infra() -> dict[str, Doc]:
             "environment": {"POSTGRES_HOST_AUTH_METHOD": "trust"},
             "command": ["postgres", "-c", "max_connections=200", "-c", "shared_buffers=64MB"],
             "volumes": ["postgres-data:/var/lib/postgresql/data"],
+            "ports": [f"127.0.0.1:{INFRA.postgres}:{PORTS.postgres}"],
             "healthcheck": {"test": ["CMD", "pg_isready", "-U", "postgres"], **HEALTH},
             "restart": "unless-stopped",
         },
@@ -122,8 +127,7 @@ def _service(spec: ServiceSpec) -> dict[str, Doc]:
     }
     app = _app([spec.name], common.app_environment(spec, TARGET), ready)
     app["healthcheck"] = {"test": ["CMD", "ridesaga", "health", str(spec.app_port), spec.grpc_service], **HEALTH}
-    if spec.name == "rider":
-        # The edge on the host, where `ridectl` calls it.
+    if spec.name in PUBLISHED:
         app["ports"] = [f"127.0.0.1:{spec.ingress_port}:{spec.ingress_port}"]
     sidecar: Doc = {
         "image": common.ENVOY_IMAGE,
