@@ -10,10 +10,14 @@ same transaction, so it neither blocks its partition nor disappears."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import random
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -32,6 +36,48 @@ Handler = Callable[[saga_pb2.Envelope], Awaitable[list[Outgoing]]]
 Hook = Callable[[bool], None]
 
 KAFKA_TIMEOUT_SECONDS = 30.0
+# How long a transactional call may take before the producer is presumed stuck and
+# replaced. librdkafka's send_offsets_to_transaction can ignore its own timeout when the
+# group coordinator went away (seen here when Kafka restarts: it blocked for 10 minutes).
+TXN_CALL_SECONDS = 5.0
+STUCK_AFTER_SECONDS = TXN_CALL_SECONDS + 3
+T = TypeVar("T")
+
+
+class ProducerStuck(Exception):
+    """A transactional call did not return in time; its outcome is unknown."""
+
+
+async def bounded(call: Callable[..., T], *args: Any, timeout: float = STUCK_AFTER_SECONDS) -> T:
+    """Runs a blocking client call in a daemon thread of its own and waits at most
+    `timeout` for it. A call that never returns is abandoned (its thread blocks neither
+    the event loop, nor other calls, nor the process's exit) and ProducerStuck is raised."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(result)
+        else:
+            done.set_exception(error)
+
+    def work() -> None:
+        try:
+            result, error = call(*args), None
+        except BaseException as raised:  # handed to the awaiting coroutine
+            result, error = None, raised
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name=f"kafka {getattr(call, '__name__', 'call')}", daemon=True).start()
+    try:
+        return await asyncio.wait_for(done, timeout)
+    except TimeoutError:
+        raise ProducerStuck(f"{getattr(call, '__name__', 'call')} did not return within {timeout:.0f}s") from None
+
+
 BACKOFF_BASE_SECONDS = 0.2
 BACKOFF_CAP_SECONDS = 5.0
 FAILURES_BEFORE_DEAD_LETTER = 5
@@ -66,18 +112,21 @@ class LoopConfig:
         return cls(group, bootstrap, group, f"{group}{replica_suffix}", topics)
 
 
-def new_transactional_producer(bootstrap: str, transactional_id: str) -> Producer:
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "transactional.id": transactional_id,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 2,
-            "transaction.timeout.ms": 15000,
-            "logger": logging.getLogger("kafka.producer"),
-        }
-    )
+def new_transactional_producer(
+    bootstrap: str, transactional_id: str, on_error: Callable[[KafkaError], None] | None = None
+) -> Producer:
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "transactional.id": transactional_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "transaction.timeout.ms": 15000,
+        "logger": logging.getLogger("kafka.producer"),
+    }
+    if on_error is not None:
+        config["error_cb"] = on_error
+    producer = Producer(config)
     producer.init_transactions(KAFKA_TIMEOUT_SECONDS)
     return producer
 
@@ -97,6 +146,24 @@ class TransactionalLoop:
         self.handle = handle
         self.settled = settled
         self.failures: dict[Position, int] = {}
+        # Set when the producer lost its brokers: after Kafka restarts, a producer that
+        # lived through it can block in send_offsets_to_transaction, so it is replaced
+        # before its next transaction (and the watchdog in `bounded` is the backstop).
+        self.kafka_lost = threading.Event()
+
+    def _on_producer_error(self, error: KafkaError) -> None:
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self.kafka_lost.set()
+
+    async def _new_producer(self) -> Producer:
+        self.kafka_lost.clear()
+        return await bounded(
+            new_transactional_producer,
+            self.config.bootstrap,
+            self.config.transactional_id,
+            self._on_producer_error,
+            timeout=60,
+        )
 
     def _consumer(self) -> Consumer:
         consumer = Consumer(
@@ -118,9 +185,7 @@ class TransactionalLoop:
 
     async def run(self, stopping: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        producer = await loop.run_in_executor(
-            None, new_transactional_producer, self.config.bootstrap, self.config.transactional_id
-        )
+        producer = await self._new_producer()
         consumer = self._consumer()
         attempt = 0
         log.info("transactional loop started", extra={"fields": {"loop": self.config.name}})
@@ -131,6 +196,13 @@ class TransactionalLoop:
                 )
                 records = [r for r in records if not self._transport_error(r)]
                 if not records:
+                    continue
+                producer.poll(0)  # serves the error callback
+                if self.kafka_lost.is_set():
+                    log.warning(
+                        "Kafka was unreachable; replacing the producer", extra={"fields": {"loop": self.config.name}}
+                    )
+                    producer = await self._recover(producer, consumer, ProducerStuck("brokers were down"))
                     continue
                 try:
                     await self._commit_batch(producer, consumer, records)
@@ -155,7 +227,6 @@ class TransactionalLoop:
         return True
 
     async def _commit_batch(self, producer: Producer, consumer: Consumer, records: list[Message]) -> None:
-        loop = asyncio.get_running_loop()
         producer.begin_transaction()
         offsets: dict[tuple[str, int], int] = {}
         for record in records:
@@ -164,14 +235,9 @@ class TransactionalLoop:
             topic, partition, offset = position(record)
             offsets[(topic, partition)] = offset + 1
         positions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
-        await loop.run_in_executor(
-            None,
-            producer.send_offsets_to_transaction,
-            positions,
-            consumer.consumer_group_metadata(),
-            KAFKA_TIMEOUT_SECONDS,
-        )
-        await loop.run_in_executor(None, producer.commit_transaction, KAFKA_TIMEOUT_SECONDS)
+        metadata = consumer.consumer_group_metadata()
+        await bounded(producer.send_offsets_to_transaction, positions, metadata, TXN_CALL_SECONDS)
+        await bounded(producer.commit_transaction, TXN_CALL_SECONDS)
         for record in records:
             self.failures.pop(position(record), None)
 
@@ -223,26 +289,39 @@ class TransactionalLoop:
         return Outgoing(self.config.dead_letter_topic, record.key(), record.value(), headers)
 
     async def _recover(self, producer: Producer, consumer: Consumer, error: BaseException) -> Producer:
-        """Aborts the open transaction (or replaces a fenced or broken producer) and rewinds
-        the consumer to its committed offsets, so the batch is handled again."""
-        loop = asyncio.get_running_loop()
-        fatal = isinstance(error, KafkaException) and error.args[0].fatal()
-        log.warning("batch aborted", extra={"fields": {"loop": self.config.name, "error": repr(error), "fatal": fatal}})
-        if not fatal:
+        """Aborts the open transaction (or replaces a fenced, broken or stuck producer) and
+        rewinds the consumer to its committed offsets, so the batch is handled again. While
+        Kafka is unreachable it keeps trying, with backoff, rather than giving up."""
+        replace = isinstance(error, ProducerStuck) or (isinstance(error, KafkaException) and error.args[0].fatal())
+        log.warning(
+            "batch aborted", extra={"fields": {"loop": self.config.name, "error": repr(error), "replace": replace}}
+        )
+        for attempt in itertools.count(1):
             try:
-                await loop.run_in_executor(None, producer.abort_transaction, KAFKA_TIMEOUT_SECONDS)
-            except KafkaException as abort_error:
-                fatal = True
+                return await self._abort_and_rewind(producer, consumer, replace)
+            except (KafkaException, ProducerStuck) as again:
+                replace = True
+                log.warning(
+                    "recovery failed; retrying", extra={"fields": {"loop": self.config.name, "error": repr(again)}}
+                )
+                await asyncio.sleep(min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempt, 8)))
+        raise AssertionError("unreachable")
+
+    async def _abort_and_rewind(self, producer: Producer, consumer: Consumer, replace: bool) -> Producer:
+        if not replace:
+            try:
+                await bounded(producer.abort_transaction, TXN_CALL_SECONDS)
+            except (KafkaException, ProducerStuck) as abort_error:
+                replace = True
                 log.warning("abort failed; replacing the producer", extra={"fields": {"error": repr(abort_error)}})
-        if fatal:
-            # The outcome of the last transaction is unknown or the producer is fenced: a new
-            # producer's init_transactions aborts whatever the old epoch left open.
-            producer = await loop.run_in_executor(
-                None, new_transactional_producer, self.config.bootstrap, self.config.transactional_id
-            )
+        if replace:
+            # The outcome of the last transaction is unknown or the producer is fenced or
+            # stuck: a new producer's init_transactions fences the old one and aborts
+            # whatever its epoch left open.
+            producer = await self._new_producer()
         assigned = consumer.assignment()
         if assigned:
-            committed = await loop.run_in_executor(None, consumer.committed, assigned, KAFKA_TIMEOUT_SECONDS)
+            committed = await bounded(consumer.committed, assigned, KAFKA_TIMEOUT_SECONDS, timeout=60)
             for tp in committed:
                 offset = tp.offset if tp.offset >= 0 else -2  # OFFSET_BEGINNING
                 consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
