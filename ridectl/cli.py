@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
+import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -158,32 +158,6 @@ def _bench_tracing(args: argparse.Namespace) -> int:
     return 0
 
 
-def _drill_list(args: argparse.Namespace) -> int:
-    from ridectl import drills
-
-    for name, (doc, _) in drills.scenarios().items():
-        print(f"{name:<14} {' '.join(doc.split())}")
-    return 0
-
-
-def _drill_run(args: argparse.Namespace) -> int:
-    from ridectl import drills
-
-    known = drills.scenarios()
-    if args.scenario not in known:
-        raise rides.UsageError(f"unknown scenario {args.scenario!r}; `ridectl drill list` shows them")
-    print(f"ridectl: running drill {args.scenario}", file=sys.stderr)
-    verdict = known[args.scenario][1]()
-    if args.json:
-        print(json.dumps(verdict))
-    else:
-        print(f"{verdict['scenario']}: {'VALID' if verdict['valid'] else 'INVALID'}")
-        for key, value in verdict.items():
-            if key not in ("scenario", "valid"):
-                print(f"  {key}: {value}")
-    return 0 if verdict["valid"] else 1
-
-
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="ridectl", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -212,12 +186,9 @@ def parser() -> argparse.ArgumentParser:
     tracing_bench.add_argument("--rounds", type=int, default=2, help="on/off rounds, alternated")
     tracing_bench.add_argument("--json", action="store_true")
     tracing_bench.set_defaults(handler=_bench_tracing)
-    drill = commands.add_parser("drill", help="fault drills with a verdict").add_subparsers(dest="drill", required=True)
-    drill.add_parser("list", help="the drills and what each proves").set_defaults(handler=_drill_list)
-    drill_run = drill.add_parser("run", help="run one drill; exit 1 if its verdict is invalid")
-    drill_run.add_argument("scenario")
-    drill_run.add_argument("--json", action="store_true")
-    drill_run.set_defaults(handler=_drill_run)
+    from ridectl.drills import cli as drill_cli
+
+    drill_cli.add_commands(commands)
     from ridectl import mesh
 
     mesh_commands = commands.add_parser("mesh", help="the Envoy sidecars").add_subparsers(dest="mesh", required=True)
@@ -237,7 +208,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ridectl status | head` ends quietly
+    # SIGPIPE stays ignored (Python's default): with SIG_DFL any write to a socket whose
+    # peer went away, such as Kafka's during a drill's restart, would kill ridectl.
     args = parser().parse_args(argv)
     as_json = bool(getattr(args, "json", False))
     try:
@@ -254,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ridectl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ridectl status | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 
