@@ -6,7 +6,7 @@ RIDECTL := $(VENV)/bin/ridectl
 # `make up REPLICAS=payment=2` runs two payment replicas behind the mesh.
 export ZK_NODES REPLICAS
 
-.PHONY: bootstrap up down status demo test lint protos bench
+.PHONY: bootstrap up down status demo test lint protos bench drill compose-up compose-down deploy-render
 
 bootstrap:
 	@$(PYTHON) scripts/bootstrap.py
@@ -39,3 +39,20 @@ test: bootstrap
 bench: up
 	@$(VENV)/bin/python -m ridectl.detector_bench
 	@$(RIDECTL) bench tracing
+
+# Every fault drill, each with rides in flight; ZooKeeper runs as a three-node ensemble so
+# that kill-zk-leader kills a real leader. Reports go to reports/drills/.
+drill: bootstrap
+	@ZK_NODES=$${ZK_NODES:-3} $(RIDECTL) up
+	@$(RIDECTL) drill suite --report reports/drills
+
+COMPOSE := docker compose -f deploy/compose/compose.yaml
+compose-up:
+	@$(COMPOSE) up -d --build
+	@$(COMPOSE) ps
+
+compose-down:
+	@$(COMPOSE) down -v
+
+deploy-render: bootstrap
+	@$(VENV)/bin/python scripts/render_deploy.py

@@ -40,6 +40,16 @@ else
   rc=1
 fi
 
+echo "test: drill tier (make drill: every fault scenario with rides in flight, three-node ZooKeeper)"
+"$VENV/bin/ridectl" down >/dev/null 2>&1
+rm -rf "$RIDESAGA_RUN_DIR"
+if ZK_NODES=3 "$VENV/bin/ridectl" up; then
+  "$VENV/bin/ridectl" drill suite --report "$RIDESAGA_RUN_DIR/drills" || rc=1
+else
+  echo "test: the stack did not come up with ZK_NODES=3; logs are in $RIDESAGA_RUN_DIR/logs" >&2
+  rc=1
+fi
+
 trap - EXIT
 teardown
 exit $rc
