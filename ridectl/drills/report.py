@@ -80,10 +80,13 @@ def _plot_latency(rides: list[RideOutcome], verdict: dict[str, Any], series: dic
     axis.set_ylabel("ride latency (s), request to end")
     axis.set_title(f"{verdict['scenario']}: {'VALID' if verdict['valid'] else 'INVALID'}, by request time")
     axis.legend(loc="upper right", fontsize=8)
-    for row, (name, points) in enumerate(series.items(), start=1):
+    for row, (name, found) in enumerate(series.items(), start=1):
         extra = axes[row][0]
         _shade(extra, verdict["faults"], label=False)
+        points = found["points"]
         extra.step([t for t, _ in points], [v for _, v in points], where="post", color="#1f4e79")
+        if found.get("ticks"):
+            extra.set_yticks(list(range(len(found["ticks"]))), found["ticks"])
         extra.set_ylabel(name)
     axes[-1][0].set_xlabel("seconds since the drill started")
     fig.tight_layout()

@@ -205,7 +205,7 @@ def psp_outage(d: Drill) -> dict[str, Any]:
         "breaker_opened": "open" in seen,
         "breaker_closed_after_recovery": bool(closed),
         "checks": {"breaker opened during the outage": "open" in seen, "breaker closed after it": bool(closed)},
-        "_series": {"payment->psp breaker (0 closed, 1 half-open, 2 open)": samples},
+        "_series": {"payment->psp breaker": {"points": samples, "ticks": ["closed", "half-open", "open"]}},
     }
 
 
