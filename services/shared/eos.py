@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 from redis.exceptions import RedisError
@@ -244,13 +245,25 @@ class TransactionalLoop:
     async def _handle_record(self, record: Message) -> list[Outgoing]:
         where = position(record)
         parent = propagate.extract(header_carrier(record.headers()))
+        reason = ""
         try:
-            env = decode(record.value())
+            env: saga_pb2.Envelope | None = decode(record.value())
         except Poison as poison:
             env = None
             reason = str(poison)
         name = f"{record.topic()} process {env.type if env else 'poison'}"
-        with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CONSUMER) as span:
+        # The producer's whole context becomes current (not only its span): its baggage,
+        # such as a load generator's synthetic mark, then reaches every span below.
+        token = otel_context.attach(parent)
+        try:
+            return await self._handle_in_context(record, where, name, env, reason)
+        finally:
+            otel_context.detach(token)
+
+    async def _handle_in_context(
+        self, record: Message, where: Position, name: str, env: saga_pb2.Envelope | None, reason: str
+    ) -> list[Outgoing]:
+        with tracer.start_as_current_span(name, kind=SpanKind.CONSUMER) as span:
             span.set_attribute("messaging.system", "kafka")
             span.set_attribute("messaging.destination.name", record.topic())
             span.set_attribute("messaging.kafka.offset", record.offset() or 0)

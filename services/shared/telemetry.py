@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from opentelemetry import trace
+from opentelemetry import baggage, trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -38,6 +38,9 @@ def ride_scope(ride_id: str) -> Iterator[None]:
         ride_id_var.reset(token)
 
 
+SYNTHETIC = "synthetic_request"
+
+
 class RideIdProcessor(SpanProcessor):
     """Puts `ride.id` on every span started while a ride is in scope, so one query by
     ride id finds every span of the ride, whichever service made it."""
@@ -46,6 +49,11 @@ class RideIdProcessor(SpanProcessor):
         ride_id = ride_id_var.get()
         if ride_id:
             span.set_attribute("ride.id", ride_id)
+        # Load generators mark their requests with W3C baggage; the mark follows the
+        # trace through every hop (Kafka headers included) and lands on every span, so
+        # synthetic traffic can be filtered out (or in) in Jaeger.
+        if baggage.get_baggage(SYNTHETIC, parent_context) == "true":
+            span.set_attribute(SYNTHETIC, True)
 
     def on_end(self, span: ReadableSpan) -> None:
         return None
