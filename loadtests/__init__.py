@@ -1,0 +1,1 @@
+"""Load tests with Locust: `make load` (headless) and `make load-ui` (the web UI)."""

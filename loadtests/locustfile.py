@@ -1,0 +1,218 @@
+"""Locust users for ridesaga, following Locust's gRPC pattern: gRPC runs on gevent, and
+a client interceptor reports every unary call to Locust as a request.
+
+- `Rider`: creates one rider, then books rides one after another and follows each to
+  COMPLETED or CANCELLED; the whole ride is also reported, as request type "ride".
+- `Driver` (RIDESAGA_LOAD_DRIVERS of them, default 5): registers near downtown, streams
+  heartbeats, accepts the offers it gets and completes the trips.
+
+Every ride's calls share one trace whose context carries the W3C baggage
+`synthetic_request=true`; the services copy it onto every span of the ride, so synthetic
+traffic can be told apart in Jaeger. Memory stays small: one channel per target for the
+whole process, no per-request state kept after it is reported."""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, cast
+
+import gevent
+import grpc
+from grpc.experimental import gevent as grpc_gevent
+from locust import User, between, task
+from locust.env import Environment
+
+from ridesaga.common.v1 import common_pb2
+from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
+from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
+from services.shared.topology import service
+
+grpc_gevent.init_gevent()
+
+CALL_TIMEOUT_SECONDS = 10.0
+RIDE_TIMEOUT_SECONDS = 120.0
+POLL_SECONDS = 0.25
+DOWNTOWN = (37.7793, -122.4193)
+WHARF = (37.8080, -122.4177)
+SYNTHETIC_BAGGAGE = ("baggage", "synthetic_request=true")
+
+
+class _Details(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
+def report(environment: Environment, **request: Any) -> None:
+    """One request as Locust counts it (Locust's event hook is untyped)."""
+    cast(Callable[..., None], environment.events.request.fire)(**request)
+
+
+class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
+    """Reports each unary call (name = the gRPC method) with its time and size, and
+    marks it as synthetic."""
+
+    def __init__(self, environment: Environment) -> None:
+        self.environment = environment
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or []), SYNTHETIC_BAGGAGE]
+        marked = _Details(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready, details.compression
+        )
+        started = time.perf_counter()
+        call = continuation(marked, request)
+        exception: BaseException | None = None
+        length = 0
+        try:
+            length = call.result().ByteSize()
+        except grpc.RpcError as error:
+            exception = error
+        report(
+            self.environment,
+            request_type="grpc",
+            name=details.method,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=length,
+            exception=exception,
+            context=None,
+        )
+        return call
+
+
+_channels: dict[str, grpc.Channel] = {}
+
+
+def channel(name: str, environment: Environment) -> grpc.Channel:
+    """One channel per target for the whole load generator (shared by every user)."""
+    if name not in _channels:
+        target = os.environ.get(f"RIDESAGA_{name.upper()}_TARGET", f"127.0.0.1:{service(name).ingress_port}")
+        _channels[name] = grpc.intercept_channel(grpc.insecure_channel(target), LocustInterceptor(environment))
+    return _channels[name]
+
+
+def _traced() -> tuple[tuple[str, str], ...]:
+    """A new trace for one ride: its calls share the trace id (new span id each call)."""
+    return (("traceparent", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"),)
+
+
+def _near(point: tuple[float, float], rng: random.Random) -> common_pb2.LatLng:
+    return common_pb2.LatLng(lat=point[0] + rng.uniform(-0.01, 0.01), lng=point[1] + rng.uniform(-0.01, 0.01))
+
+
+class Rider(User):
+    weight = 10
+    wait_time = between(0.5, 2.0)
+
+    def on_start(self) -> None:
+        self.rng = random.Random()
+        self.stub = rider_pb2_grpc.RiderServiceStub(channel("rider", self.environment))
+        reply = self.stub.CreateRider(rider_pb2.CreateRiderRequest(name="locust rider"), timeout=CALL_TIMEOUT_SECONDS)
+        self.rider_id = reply.rider_id
+
+    @task
+    def ride(self) -> None:
+        trace = _traced()
+        started = time.perf_counter()
+        request = rider_pb2.RequestRideRequest(
+            rider_id=self.rider_id,
+            pickup=_near(DOWNTOWN, self.rng),
+            dropoff=_near(WHARF, self.rng),
+            idempotency_key=str(uuid.uuid4()),
+        )
+        try:
+            ride_id = self.stub.RequestRide(request, timeout=CALL_TIMEOUT_SECONDS, metadata=trace).ride_id
+        except grpc.RpcError:
+            return  # reported by the interceptor
+        state, error = "", None
+        deadline = time.monotonic() + RIDE_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            gevent.sleep(POLL_SECONDS)
+            try:
+                ride = self.stub.GetRide(
+                    rider_pb2.RideRef(ride_id=ride_id), timeout=CALL_TIMEOUT_SECONDS, metadata=trace
+                )
+            except grpc.RpcError:
+                continue  # reported; keep following
+            if ride.terminal:
+                state = ride.state
+                break
+        else:
+            error = TimeoutError(f"ride {ride_id} did not end within {RIDE_TIMEOUT_SECONDS:.0f}s")
+        report(
+            self.environment,
+            request_type="ride",
+            name=f"request to {state.lower() or 'end'}",
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=0,
+            exception=error,
+            context=None,
+        )
+
+
+class Driver(User):
+    fixed_count = int(os.environ.get("RIDESAGA_LOAD_DRIVERS", "5"))
+    wait_time = between(0.1, 0.5)
+
+    def on_start(self) -> None:
+        self.rng = random.Random()
+        self.stub = driver_pb2_grpc.DriverServiceStub(channel("driver", self.environment))
+        reply = self.stub.RegisterDriver(
+            driver_pb2.RegisterDriverRequest(name="locust driver", location=_near(DOWNTOWN, self.rng)),
+            timeout=CALL_TIMEOUT_SECONDS,
+        )
+        self.driver_id = reply.driver_id
+        self.beating = gevent.spawn(self._heartbeats)
+
+    def on_stop(self) -> None:
+        self.beating.kill()
+
+    def _beats(self) -> Iterator[driver_pb2.Heartbeat]:
+        while True:
+            yield driver_pb2.Heartbeat(
+                driver_id=self.driver_id, location=_near(DOWNTOWN, self.rng), sent_at_ms=int(time.time() * 1000)
+            )
+            gevent.sleep(1.0)
+
+    def _heartbeats(self) -> None:
+        while True:
+            try:
+                self.stub.StreamHeartbeats(self._beats())
+            except grpc.RpcError:
+                gevent.sleep(1.0)
+
+    @task
+    def take_offers(self) -> None:
+        """Answers the offers that arrive within 10 s: accepts, drives briefly, completes."""
+        offers = self.stub.WatchOffers(driver_pb2.WatchOffersRequest(driver_id=self.driver_id), timeout=10)
+        try:
+            for offer in offers:
+                trace = (("traceparent", offer.traceparent),) if offer.traceparent else ()
+                self.stub.RespondToOffer(
+                    driver_pb2.OfferResponse(
+                        ride_id=offer.ride_id,
+                        driver_id=self.driver_id,
+                        fence=offer.fence,
+                        attempt=offer.attempt,
+                        accept=True,
+                    ),
+                    timeout=CALL_TIMEOUT_SECONDS,
+                    metadata=trace,
+                )
+                gevent.sleep(self.rng.uniform(0.2, 1.0))
+                self.stub.CompleteTrip(
+                    driver_pb2.CompleteTripRequest(ride_id=offer.ride_id, driver_id=self.driver_id, fence=offer.fence),
+                    timeout=CALL_TIMEOUT_SECONDS,
+                    metadata=trace,
+                )
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # the 10 s window closing is normal
+                raise
