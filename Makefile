@@ -6,7 +6,7 @@ RIDECTL := $(VENV)/bin/ridectl
 # `make up REPLICAS=payment=2` runs two payment replicas behind the mesh.
 export ZK_NODES REPLICAS
 
-.PHONY: bootstrap up down status demo test lint protos bench drill compose-up compose-down deploy-render
+.PHONY: bootstrap up down status demo test lint protos bench load load-ui drill compose-up compose-down deploy-render
 
 bootstrap:
 	@$(PYTHON) scripts/bootstrap.py
@@ -30,15 +30,27 @@ protos: bootstrap
 lint: bootstrap
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy services ridectl scripts tests
+	@$(VENV)/bin/mypy services ridectl scripts tests loadtests
 
 test: bootstrap
 	@scripts/test.sh
 
 # Benchmarks measure; they never pass or fail a build. Results go to docs/ with this command.
+# `ridectl bench all` writes docs/benchmarks.md; `ridectl bench tracing` measures tracing's cost.
 bench: up
+	@$(RIDECTL) bench all
 	@$(VENV)/bin/python -m ridectl.detector_bench
-	@$(RIDECTL) bench tracing
+
+# Locust, headless: CSV files and the HTML report in results/load, then `ridectl check`.
+LOAD_USERS ?= 20
+LOAD_SPAWN_RATE ?= 5
+LOAD_DURATION ?= 60s
+load: up
+	@$(VENV)/bin/python -m loadtests.run --users $(LOAD_USERS) --spawn-rate $(LOAD_SPAWN_RATE) --duration $(LOAD_DURATION)
+
+# Locust's web UI on http://127.0.0.1:8089.
+load-ui: up
+	@$(VENV)/bin/python -m loadtests.run --ui
 
 # Every fault drill, each with rides in flight; ZooKeeper runs as a three-node ensemble so
 # that kill-zk-leader kills a real leader. Reports go to reports/drills/.

@@ -10,11 +10,13 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import grpc
 
 from ridectl import rides
-from ridectl.stack import lifecycle
+from ridectl.stack import lifecycle, paths
 from ridectl.stack.errors import StackError
 
 SAN_FRANCISCO_DEMO = ("37.7793,-122.4193", "37.8080,-122.4177")  # City Hall to Fisherman's Wharf
@@ -158,6 +160,28 @@ def _bench_tracing(args: argparse.Namespace) -> int:
     return 0
 
 
+def _numbers(flag: str, text: str, kind: type[float] | type[int]) -> list[Any]:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise rides.UsageError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise rides.UsageError(f"{flag} must list positive numbers, got {text!r}")
+    return values
+
+
+def _bench_all(args: argparse.Namespace) -> int:
+    from ridectl import benchmarks
+
+    rates = _numbers("--rates", args.rates, float)
+    concurrencies = _numbers("--concurrency", args.concurrency, int)
+    if args.seconds <= 0:
+        raise rides.UsageError(f"--seconds must be positive, got {args.seconds}")
+    result = benchmarks.main(rates, args.seconds, concurrencies, Path(args.out))
+    print(json.dumps(result) if args.json else Path(args.out).read_text())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="ridectl", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -186,6 +210,13 @@ def parser() -> argparse.ArgumentParser:
     tracing_bench.add_argument("--rounds", type=int, default=2, help="on/off rounds, alternated")
     tracing_bench.add_argument("--json", action="store_true")
     tracing_bench.set_defaults(handler=_bench_tracing)
+    every = benches.add_parser("all", help="rides at fixed rates and at saturation, primitives, memory, warm start")
+    every.add_argument("--rates", default="5,10,15,20", help="offered rides per second, open loop (default 5,10,15,20)")
+    every.add_argument("--seconds", type=float, default=20.0, help="per measurement (default 20)")
+    every.add_argument("--concurrency", default="16,32", help="closed-loop riders (default 16,32)")
+    every.add_argument("--out", default=str(paths.REPO / "docs" / "benchmarks.md"))
+    every.add_argument("--json", action="store_true")
+    every.set_defaults(handler=_bench_all)
     from ridectl.drills import cli as drill_cli
 
     drill_cli.add_commands(commands)
