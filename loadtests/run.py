@@ -15,20 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
-
 from ridectl import checker
 from ridectl.stack import paths
-from services.shared.topology import INFRA
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 SETTLE_SECONDS = 180.0
-
-
-def _live_rides() -> int:
-    with psycopg.connect(f"host=127.0.0.1 port={INFRA.postgres} dbname=trip user=postgres") as conn:
-        row = conn.execute("SELECT count(*) FROM rides WHERE state NOT IN ('COMPLETED', 'CANCELLED')").fetchone()
-    return int(row[0]) if row else 0
 
 
 def _totals(stats: Path) -> dict[str, dict[str, float]]:
@@ -84,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     totals = _totals(results / "load_stats.csv")
     failures = int(totals.get(" Aggregated", {}).get("failures", 0))
     deadline = time.monotonic() + SETTLE_SECONDS
-    while _live_rides() and time.monotonic() < deadline:
+    while checker.live_rides() and time.monotonic() < deadline:
         time.sleep(0.5)  # the sagas Locust started run on after its users stopped
     verdict = checker.report(checker.collect())
     summary = {"locust_exit_code": code, "failures": failures, "check": verdict, "stats": totals}

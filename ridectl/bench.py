@@ -19,8 +19,10 @@ from typing import Any
 import grpc
 
 from ridectl.stack import lifecycle
+from ridectl.stats import percentile
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
+from ridesaga.trip.v1 import trip_pb2
 from services.shared.topology import service
 
 PICKUP = common_pb2.LatLng(lat=37.7793, lng=-122.4193)
@@ -39,22 +41,22 @@ class Result:
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self.latencies_ms)
 
-        def pct(p: float) -> float:
-            return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
-
         return {
             "label": self.label,
             "rides": self.rides,
             "completed": self.completed,
             "throughput_rides_per_s": round(self.completed / self.wall_seconds, 2),
-            "latency_ms_p50": round(pct(0.50), 1),
-            "latency_ms_p95": round(pct(0.95), 1),
-            "latency_ms_p99": round(pct(0.99), 1),
+            "latency_ms_p50": round(percentile(ordered, 0.50), 1),
+            "latency_ms_p95": round(percentile(ordered, 0.95), 1),
+            "latency_ms_p99": round(percentile(ordered, 0.99), 1),
             "latency_ms_mean": round(statistics.fmean(ordered), 1) if ordered else 0.0,
         }
 
 
-async def _one(stub: rider_pb2_grpc.RiderServiceAsyncStub, rider_id: str) -> tuple[str, float]:
+async def book_and_follow(stub: rider_pb2_grpc.RiderServiceAsyncStub, rider_id: str) -> tuple[trip_pb2.Ride, float]:
+    """Requests a ride and follows it to its end: its last view and the client's milliseconds.
+    Raises RideNotEnded if it is not terminal within 120 s."""
+    started = time.perf_counter()
     reply = await stub.RequestRide(
         rider_pb2.RequestRideRequest(
             rider_id=rider_id, pickup=PICKUP, dropoff=DROPOFF, idempotency_key=str(uuid.uuid4())
@@ -63,9 +65,19 @@ async def _one(stub: rider_pb2_grpc.RiderServiceAsyncStub, rider_id: str) -> tup
     )
     async for ride in stub.WatchRide(rider_pb2.RideRef(ride_id=reply.ride_id), timeout=120):
         if ride.terminal:
-            steps = ride.steps
-            return ride.state, float(steps[-1].at_ms - steps[0].at_ms) if steps else 0.0
-    raise RuntimeError(f"ride {reply.ride_id} did not end")
+            return ride, (time.perf_counter() - started) * 1000
+    raise RideNotEnded(f"ride {reply.ride_id} did not end")
+
+
+class RideNotEnded(Exception):
+    pass
+
+
+async def _one(stub: rider_pb2_grpc.RiderServiceAsyncStub, rider_id: str) -> tuple[str, float]:
+    """The ride's state and the saga's own duration (first step to last, server clock)."""
+    ride, _ = await book_and_follow(stub, rider_id)
+    steps = ride.steps
+    return ride.state, float(steps[-1].at_ms - steps[0].at_ms) if steps else 0.0
 
 
 async def _batch(label: str, rides: int, concurrency: int) -> Result:

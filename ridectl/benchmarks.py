@@ -33,8 +33,10 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from ridectl.bench import DROPOFF, INSTANT, PICKUP
+from ridectl import checker
+from ridectl.bench import INSTANT, RideNotEnded, book_and_follow
 from ridectl.stack import lifecycle
+from ridectl.stats import percentile
 from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from services.shared.eos import new_transactional_producer
@@ -53,17 +55,8 @@ class Sample:
 
     def summary(self) -> dict[str, float]:
         ordered = sorted(self.ms)
-
-        def pct(q: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
-
-        return {
-            "n": len(ordered),
-            "p50": pct(0.5),
-            "p95": pct(0.95),
-            "p99": pct(0.99),
-            "mean": round(statistics.fmean(ordered), 3),
-        }
+        found = {name: round(percentile(ordered, q), 3) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
+        return {"n": len(ordered), **found, "mean": round(statistics.fmean(ordered), 3)}
 
 
 def _timed(name: str, n: int, call: Callable[[], object], warmup: int = 20) -> Sample:
@@ -152,21 +145,15 @@ async def _lock_round_trips(n: int) -> Sample:
 
 
 async def _ride(stub: rider_pb2_grpc.RiderServiceAsyncStub, rider_id: str) -> tuple[str, float]:
-    """(terminal state, or the error that ended the attempt; milliseconds)."""
+    """(terminal state, or what ended the attempt; the client's milliseconds)."""
     started = time.perf_counter()
     try:
-        reply = await stub.RequestRide(
-            rider_pb2.RequestRideRequest(
-                rider_id=rider_id, pickup=PICKUP, dropoff=DROPOFF, idempotency_key=str(uuid.uuid4())
-            ),
-            timeout=10,
-        )
-        async for ride in stub.WatchRide(rider_pb2.RideRef(ride_id=reply.ride_id), timeout=120):
-            if ride.terminal:
-                return ride.state, (time.perf_counter() - started) * 1000
+        ride, ms = await book_and_follow(stub, rider_id)
     except grpc.aio.AioRpcError as error:  # overload shows as errors: counted, not fatal
         return error.code().name, (time.perf_counter() - started) * 1000
-    return "UNFINISHED", (time.perf_counter() - started) * 1000
+    except RideNotEnded:
+        return "UNFINISHED", (time.perf_counter() - started) * 1000
+    return ride.state, ms
 
 
 async def _riders(stub: rider_pb2_grpc.RiderServiceAsyncStub, n: int) -> list[str]:
@@ -227,12 +214,8 @@ async def _closed_loop(concurrency: int, seconds: float) -> dict[str, Any]:
 def _drain(timeout: float = 300.0) -> None:
     """Waits until no ride is in flight (every saga has ended)."""
     deadline = time.monotonic() + timeout
-    with psycopg.connect(f"host=127.0.0.1 port={INFRA.postgres} dbname=trip user=postgres", autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute("SELECT count(*) FROM rides WHERE state NOT IN ('COMPLETED', 'CANCELLED')").fetchone()
-            if not row or row[0] == 0:
-                return
-            time.sleep(0.5)
+    while checker.live_rides() and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def warm_start() -> dict[str, float]:
@@ -240,8 +223,9 @@ def warm_start() -> dict[str, float]:
     started = time.monotonic()
     lifecycle.up()
     seconds = round(time.monotonic() - started, 1)
-    rss = sum(c.rss_kb for c in lifecycle.status()) // 1024
-    return {"warm_start_seconds": seconds, "resident_mib": rss, "components": len(lifecycle.status())}
+    components = lifecycle.status()
+    rss = sum(c.rss_kb for c in components) // 1024
+    return {"warm_start_seconds": seconds, "resident_mib": rss, "components": len(components)}
 
 
 def run(rates: list[float], seconds: float, concurrencies: list[int]) -> dict[str, Any]:

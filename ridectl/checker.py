@@ -130,6 +130,12 @@ def _rows(dbname: str, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql.encode()).fetchall()
 
 
+def live_rides() -> int:
+    """How many rides are still in flight (not COMPLETED or CANCELLED)."""
+    rows = _rows("trip", "SELECT count(*) FROM rides WHERE state NOT IN ('COMPLETED', 'CANCELLED')")
+    return int(rows[0][0]) if rows else 0
+
+
 def collect() -> Snapshot:
     s = Snapshot()
     s.taken_ms = int(time.time() * 1000)

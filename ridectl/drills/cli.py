@@ -29,7 +29,7 @@ def _scenario(name: str) -> Any:
 
 
 def _one(name: str, args: argparse.Namespace, reports: Path) -> Verdict:
-    from ridectl.drills import engine
+    from ridectl.drills import engine, report
 
     scenario = _scenario(name)
     if (args.rides is not None and args.rides < 1) or (args.rate is not None and not 0 < args.rate <= 50):
@@ -42,7 +42,7 @@ def _one(name: str, args: argparse.Namespace, reports: Path) -> Verdict:
     if args.k8s and not (name.startswith("kill-") and "envoy" not in name):
         raise UsageError(f"--k8s runs kill-SERVICE and kill-SERVICE-at-STEP scenarios (pod deletion), not {name!r}")
     verdict = engine.run(scenario, rides=args.rides, rate=args.rate, seed=args.seed, k8s_namespace=args.k8s or "")
-    return engine.write_report(verdict, reports / name)
+    return report.write(verdict, reports / name)
 
 
 def _print(verdict: Verdict) -> None:

@@ -13,23 +13,25 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from ridectl import checker
-from ridectl.drills import report
+from ridectl.drills import Verdict
 from ridectl.drills.history import Fault, History, check, outcomes, recovery
 from ridectl.drills.workload import Clients
 from ridectl.stack import components, paths
 from ridectl.stack.errors import StackError
 from ridectl.stack.supervisor import Supervisor
+from ridectl.stats import percentile
 from services.shared.eos import DEAD_LETTER_TOPIC
 from services.shared.messages import header_carrier
 from services.shared.topology import INFRA
@@ -40,8 +42,6 @@ TAIL_SECONDS = 4.0  # arrivals continue this long after the last fault healed
 MAX_RIDES_FACTOR = 20  # a runaway nemesis still stops the arrivals eventually
 OBSERVE_TIMEOUT_SECONDS = 45.0
 HEAL_TIMEOUT_SECONDS = 120.0
-
-Verdict = dict[str, Any]
 
 
 class DrillError(StackError):
@@ -77,7 +77,7 @@ class Drill:
         return time.monotonic() - self.started
 
     def log(self, message: str) -> None:
-        print(f"ridectl: drill {self.name}: +{self.now():6.2f}s {message}", flush=True, file=_stderr())
+        print(f"ridectl: drill {self.name}: +{self.now():6.2f}s {message}", flush=True, file=sys.stderr)
 
     def wait_for_step(self, state: str, timeout: float = OBSERVE_TIMEOUT_SECONDS) -> str:
         """Blocks until a ride booked during this drill has moved into saga state `state`
@@ -170,19 +170,13 @@ class Drill:
         return fault
 
 
-def _stderr() -> Any:
-    import sys
-
-    return sys.stderr
-
-
-def _drill_rides(started_wall: float) -> dict[str, tuple[str, str, str]]:
+def _trace_ids(started_wall: float) -> dict[str, str]:
+    """The trace id trip recorded for each ride booked since the drill started."""
     with psycopg.connect(TRIP_DB, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT ride_id, state, outcome, trace_id FROM rides WHERE created_at >= to_timestamp(%s)",
-            (started_wall,),
+            "SELECT ride_id, trace_id FROM rides WHERE created_at >= to_timestamp(%s)", (started_wall,)
         ).fetchall()
-    return {str(r[0]): (str(r[1]), str(r[2]), str(r[3])) for r in rows}
+    return {str(ride_id): str(trace_id) for ride_id, trace_id in rows}
 
 
 def dead_letters_since(since_ms: int) -> list[dict[str, str]]:
@@ -283,10 +277,8 @@ def _verdict(
         violations["nemesis_failed"] = errors
     if not drill.faults:
         violations.setdefault("nemesis_failed", []).append("no fault was injected")
-    in_db = _drill_rides(drill.wall_started)
-    traced = sum(
-        1 for r in seen if r.ride_id in in_db and in_db[r.ride_id][2] == _trace_of(events, r.process, r.ride_id)
-    )
+    traces = _trace_ids(drill.wall_started)
+    traced = sum(1 for r in seen if r.ride_id and traces.get(r.ride_id) == r.trace_id)
     recoveries = [f.recovery_seconds for f in drill.faults if f.recovery_seconds is not None]
     latencies = sorted(r.latency for r in seen if r.latency is not None and r.outcome == "completed")
     return {
@@ -296,7 +288,9 @@ def _verdict(
         "completed": sum(r.outcome == "completed" for r in seen),
         "cancelled": sum(r.state == "CANCELLED" for r in seen),
         "unfinished": sum(r.ended_at is None for r in seen),
-        "outcomes": _count(r.outcome or ("unfinished" if r.ended_at is None else r.state) for r in seen),
+        "outcomes": dict(
+            sorted(Counter(r.outcome or ("unfinished" if r.ended_at is None else r.state) for r in seen).items())
+        ),
         "violations": violations,
         "recovery_seconds": max(recoveries) if recoveries else None,
         "faults": [asdict(f) for f in drill.faults],
@@ -313,28 +307,12 @@ def _verdict(
     }
 
 
-def _trace_of(events: list[Any], process: int, ride_id: str) -> str:
-    return next((e.trace_id for e in events if e.process == process and e.f == "request" and e.trace_id), "")
-
-
-def _count(values: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def _percentiles(values: list[float]) -> dict[str, float] | None:
-    if not values:
+def _percentiles(ordered: list[float]) -> dict[str, float] | None:
+    if not ordered:
         return None
-
-    def at(q: float) -> float:
-        return round(values[min(len(values) - 1, int(q * len(values)))], 3)
-
-    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": round(values[-1], 3)}
-
-
-def write_report(verdict: Verdict, target: Path) -> Verdict:
-    """Writes verdict.json, history.jsonl, summary.md and the plots into target; returns
-    the verdict as printed (without the history)."""
-    return report.write(verdict, target)
+    return {
+        "p50": round(percentile(ordered, 0.5), 3),
+        "p95": round(percentile(ordered, 0.95), 3),
+        "p99": round(percentile(ordered, 0.99), 3),
+        "max": round(ordered[-1], 3),
+    }

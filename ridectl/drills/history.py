@@ -66,6 +66,7 @@ class RideOutcome:
     key: str
     requested_at: float  # the first invoke of its request
     ride_id: str = ""
+    trace_id: str = ""  # chosen by the client, sent with its request
     ended_at: float | None = None  # when the client saw it terminal
     state: str = ""
     outcome: str = ""
@@ -79,7 +80,7 @@ def outcomes(events: list[Event]) -> list[RideOutcome]:
     rides: dict[int, RideOutcome] = {}
     for e in events:
         if e.f == "request" and e.type == INVOKE and e.process not in rides:
-            rides[e.process] = RideOutcome(e.process, e.key, e.time)
+            rides[e.process] = RideOutcome(e.process, e.key, e.time, trace_id=e.trace_id)
         ride = rides.get(e.process)
         if ride is None:
             continue

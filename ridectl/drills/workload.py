@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -46,8 +45,6 @@ class Clients:
     def __init__(self, history: History, started: float) -> None:
         self.history = history
         self.started = started
-        self.ride_ids: set[str] = set()
-        self._lock = threading.Lock()
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -91,8 +88,6 @@ class Clients:
                     trace_id=trace_id,
                     value={"state": reply.state},
                 )
-                with self._lock:
-                    self.ride_ids.add(reply.ride_id)
                 return str(reply.ride_id)
             except grpc.aio.AioRpcError as error:
                 kind = FAIL if error.code() in DEFINITE else INFO
