@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import threading
@@ -321,7 +320,8 @@ class TransactionalLoop:
         log.warning(
             "batch aborted", extra={"fields": {"loop": self.config.name, "error": repr(error), "replace": replace}}
         )
-        for attempt in itertools.count(1):
+        pause = BACKOFF_BASE_SECONDS
+        while True:
             try:
                 return await self._abort_and_rewind(producer, consumer, replace)
             except (KafkaException, ProducerStuck) as again:
@@ -329,8 +329,8 @@ class TransactionalLoop:
                 log.warning(
                     "recovery failed; retrying", extra={"fields": {"loop": self.config.name, "error": repr(again)}}
                 )
-                await asyncio.sleep(min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempt, 8)))
-        raise AssertionError("unreachable")
+                await asyncio.sleep(pause)
+                pause = min(BACKOFF_CAP_SECONDS, pause * 2)
 
     async def _abort_and_rewind(self, producer: Producer, consumer: Consumer, replace: bool) -> Producer:
         if not replace:
