@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -71,3 +72,27 @@ def db_rows(dbname: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[A
 
     with psycopg.connect(f"host=127.0.0.1 port={INFRA.postgres} dbname={dbname} user=postgres") as conn:
         return conn.execute(sql.encode(), params).fetchall()
+
+
+def request_ride(stub: Any, rider_id: str) -> Any:
+    """RequestRide from downtown to the wharf under a fresh idempotency key (sync stub)."""
+    from ridesaga.common.v1 import common_pb2
+    from ridesaga.rider.v1 import rider_pb2
+
+    return stub.RequestRide(
+        rider_pb2.RequestRideRequest(
+            rider_id=rider_id,
+            pickup=common_pb2.LatLng(lat=37.7793, lng=-122.4193),
+            dropoff=common_pb2.LatLng(lat=37.8080, lng=-122.4177),
+            idempotency_key=str(uuid.uuid4()),
+        ),
+        timeout=10,
+    )
+
+
+def book_ride(stub: Any, name: str) -> Any:
+    """A new rider called `name` and one ride requested for them."""
+    from ridesaga.rider.v1 import rider_pb2
+
+    rider = stub.CreateRider(rider_pb2.CreateRiderRequest(name=name), timeout=10)
+    return request_ride(stub, rider.rider_id)

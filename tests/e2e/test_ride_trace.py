@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import uuid
 from pathlib import Path
 from typing import Any
 
 from ridectl.stack import paths
-from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from services.shared.topology import SERVICES
-from tests.support import ride_story, ridectl, sidecar_channel, wait_for
+from tests.support import book_ride, ride_story, ridectl, sidecar_channel, wait_for
 
 APPS = {s.name for s in SERVICES} | {"fleet"}
 SIDECARS = {s.sidecar for s in SERVICES}
@@ -43,16 +41,7 @@ EDGES = {
 def _ride(cancel: bool) -> str:
     with sidecar_channel("rider") as channel:
         stub = rider_pb2_grpc.RiderServiceStub(channel)
-        rider = stub.CreateRider(rider_pb2.CreateRiderRequest(name="Traced"), timeout=10)
-        ride = stub.RequestRide(
-            rider_pb2.RequestRideRequest(
-                rider_id=rider.rider_id,
-                pickup=common_pb2.LatLng(lat=37.7793, lng=-122.4193),
-                dropoff=common_pb2.LatLng(lat=37.8080, lng=-122.4177),
-                idempotency_key=str(uuid.uuid4()),
-            ),
-            timeout=10,
-        )
+        ride = book_ride(stub, "Traced")
         if cancel:
             stub.CancelRide(rider_pb2.RideRef(ride_id=ride.ride_id), timeout=10)
         wait_for(

@@ -11,14 +11,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.saga.v1 import saga_pb2
 from services.shared.clocks import HybridLogicalClock
 from services.shared.eos import new_transactional_producer
 from services.shared.messages import envelope
 from services.shared.topology import INFRA
-from tests.support import ride_story, sidecar_channel, wait_for
+from tests.support import book_ride, ride_story, sidecar_channel, wait_for
 
 BOOTSTRAP = f"127.0.0.1:{INFRA.kafka}"
 
@@ -121,16 +120,7 @@ def _dead_letters(marker: bytes) -> list[dict[str, bytes]]:
 def test_poison_records_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing() -> None:
     with sidecar_channel("rider") as channel:
         stub = rider_pb2_grpc.RiderServiceStub(channel)
-        rider = stub.CreateRider(rider_pb2.CreateRiderRequest(name="Poison Ivy"), timeout=10)
-        ride = stub.RequestRide(
-            rider_pb2.RequestRideRequest(
-                rider_id=rider.rider_id,
-                pickup=common_pb2.LatLng(lat=37.7793, lng=-122.4193),
-                dropoff=common_pb2.LatLng(lat=37.8080, lng=-122.4177),
-                idempotency_key=str(uuid.uuid4()),
-            ),
-            timeout=10,
-        )
+        ride = book_ride(stub, "Poison Ivy")
         # Keyed by the live ride: the poison sits on the very partition the ride's replies use.
         marker = str(uuid.uuid4()).encode()
         producer = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True})

@@ -12,11 +12,10 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from services.shared.ratelimit import Decision, LeakyBucket, SlidingWindow, TokenBucket
 from services.shared.topology import INFRA
-from tests.support import sidecar_channel
+from tests.support import request_ride, sidecar_channel
 
 BURST = 20
 
@@ -49,15 +48,8 @@ def test_how_each_limiter_treats_a_burst(name: str, make: object, admitted: int,
 
 def _request(stub: rider_pb2_grpc.RiderServiceStub, rider_id: str) -> grpc.RpcError | rider_pb2.RideRequested:
     try:
-        return stub.RequestRide(
-            rider_pb2.RequestRideRequest(
-                rider_id=rider_id,
-                pickup=common_pb2.LatLng(lat=37.7793, lng=-122.4193),
-                dropoff=common_pb2.LatLng(lat=37.8080, lng=-122.4177),
-                idempotency_key=str(uuid.uuid4()),
-            ),
-            timeout=10,
-        )
+        reply: rider_pb2.RideRequested = request_ride(stub, rider_id)
+        return reply
     except grpc.RpcError as error:
         return error
 
