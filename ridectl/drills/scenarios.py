@@ -116,7 +116,7 @@ def _sweeper_leader() -> tuple[int, str]:
     return (int(row[0]), str(row[1])) if row else (0, "")
 
 
-def pause_sweeper_leader(d: Drill) -> dict[str, Any]:
+def leader_pause(d: Drill) -> dict[str, Any]:
     """SIGSTOP the sweeper leader past its ZooKeeper session: the other sweeper takes over
     with a higher epoch; the old one, resumed, is refused when it writes."""
     _until(lambda: _sweeper_leader()[0] > 0, 30, "sweeper leader")
@@ -285,7 +285,7 @@ def nemesis_mix(d: Drill) -> dict[str, Any]:
         pool.append((f"kill {target}-envoy", killing(f"{target}-envoy")))
     for infra in ("redis", "postgres", "kafka"):
         pool.append((f"restart {infra}", restarting(infra)))
-    pool.append(("pause sweeper leader", lambda: pause_sweeper_leader(d)))
+    pool.append(("pause sweeper leader", lambda: leader_pause(d)))
     schedule = rng.sample(pool, 6)
     for name, fault in schedule:
         d.log(f"nemesis: {name}")
@@ -311,7 +311,7 @@ def all_scenarios() -> dict[str, Scenario]:
     for infra in ("kafka", "postgres", "redis"):
         add(f"restart-{infra}", f"restart {infra} (stop, start) at a random saga step", restart(infra))
     add("kill-zk-leader", kill_zk_leader.__doc__ or "", kill_zk_leader)
-    add("pause-sweeper-leader", pause_sweeper_leader.__doc__ or "", pause_sweeper_leader)
+    add("leader-pause", leader_pause.__doc__ or "", leader_pause)
     add("envoy-delay", f"delay every call into {' and '.join(ENVOY_FAULT_TARGETS)} by 800 ms", envoy_faults("delay"))
     add("envoy-abort", f"abort 30 % of calls into {' and '.join(ENVOY_FAULT_TARGETS)}", envoy_faults("abort"))
     add("psp-outage", psp_outage.__doc__ or "", psp_outage)

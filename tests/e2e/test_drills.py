@@ -1,12 +1,16 @@
-"""A drill through the command line: its verdict, history and report; and the checker
-failing on a corrupted copy of the real state the drill left behind. (`make drill` runs
-every scenario in its own tier of `make test`.)"""
+"""A drill through the command line: its verdict, history and report; the coordination
+drills (lock-pause, leader-pause, clock-skew) each exiting 0 with the evidence that the
+safe mechanism held; and the checker failing on a corrupted copy of the real state the
+drills left behind. (`make drill` runs every scenario in its own tier of `make test`.)"""
 
 from __future__ import annotations
 
 import copy
 import json
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from ridectl import checker
 from ridectl.checker import Movement, RideRecord
@@ -36,6 +40,41 @@ def test_a_drill_kills_at_the_observed_step_and_writes_its_report(tmp_path: Path
     assert all(e.key and e.trace_id for e in requests)
     # The client chose each ride's trace id; the ride carries it through the saga.
     assert verdict["rides_with_client_trace_id"] == verdict["rides"]
+
+
+def _lock_pause(v: dict[str, Any]) -> None:
+    # The fenced lock refused the paused holder; Redlock is reported, not required to fail.
+    assert v["fenced_lock"]["stale_write_rejected"] is True and v["fenced_lock"]["double_booked"] is False
+    assert v["fenced_lock"]["driver_now_on"] == "B"
+    assert isinstance(v["redlock_without_fencing"]["double_booked"], bool)
+
+
+def _leader_pause(v: dict[str, Any]) -> None:
+    old, new = v["old_sweeper"], v["new_sweeper"]
+    assert new["epoch"] > old["epoch"] and new["leader"] != old["leader"]
+    assert v["stale_writes_refused"] >= 1
+
+
+def _clock_skew(v: dict[str, Any]) -> None:
+    assert v["rides_through_skewed_clock"] >= 10
+    assert v["wall_clock_order_inversions"] > 0, "the skew must show in wall-clock order"
+    assert v["hlc_order_inversions"] == 0
+
+
+@pytest.mark.parametrize(
+    ("scenario", "evidence"),
+    [("lock-pause", _lock_pause), ("leader-pause", _leader_pause), ("clock-skew", _clock_skew)],
+)
+def test_a_coordination_drill_prints_its_verdict_and_exits_0_when_the_safe_mechanism_held(
+    scenario: str, evidence: Any, tmp_path: Path
+) -> None:
+    result = ridectl("drill", "run", scenario, "--rides", "20", "--report", str(tmp_path), "--json")
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    verdict = json.loads(result.stdout)
+    assert verdict["scenario"] == scenario and verdict["valid"] is True and verdict["violations"] == {}
+    assert verdict["checks"] and all(verdict["checks"].values()), verdict["checks"]
+    assert verdict["completed"] + verdict["cancelled"] == verdict["rides"] >= 20
+    evidence(verdict)
 
 
 def test_the_checker_reports_each_corruption_of_a_copy_of_the_real_state() -> None:

@@ -156,6 +156,21 @@ def test_trip_start_ride(trip: trip_pb2_grpc.TripServiceStub) -> None:
     assert code == grpc.StatusCode.NOT_FOUND
 
 
+def test_trip_reads(trip: trip_pb2_grpc.TripServiceStub) -> None:
+    unknown = str(uuid.uuid4())
+    calls = {
+        "GetRide": lambda ref: trip.GetRide(ref, timeout=CALL_TIMEOUT),
+        "WatchRide": lambda ref: list(trip.WatchRide(ref, timeout=CALL_TIMEOUT)),
+    }
+    for name, call in calls.items():
+        code, message = _status_of(lambda call=call: call(trip_pb2.GetRideRequest(ride_id="")))  # type: ignore[misc]
+        assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "ride_id: is required"), name
+        code, message = _status_of(lambda call=call: call(trip_pb2.GetRideRequest(ride_id="r-1")))  # type: ignore[misc]
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("ride_id:"), (name, message)
+        code, message = _status_of(lambda call=call: call(trip_pb2.GetRideRequest(ride_id=unknown)))  # type: ignore[misc]
+        assert code == grpc.StatusCode.NOT_FOUND and unknown in message, (name, message)
+
+
 def test_offers_and_trip_completion(driver: driver_pb2_grpc.DriverServiceStub) -> None:
     unknown = str(uuid.uuid4())
     code, message = _status_of(
