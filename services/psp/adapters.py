@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.psp import domain
 from services.psp.domain import Charge, ChargeStatus, IdempotencyKey, Movement, Operation, Outcome
 from services.shared.errors import NotFound
+from services.shared.idempotency import KEEP_MS
 
 Encode = Callable[[Charge], bytes]
 """Turns a charge into the response bytes stored with its key and replayed verbatim."""
@@ -129,6 +130,16 @@ class PspStore:
             await self._complete(conn, claim, outcome)
         return charge
 
+    async def reap_keys(self, keep_seconds: float = KEEP_MS / 1000) -> int:
+        """Deletes the keys completed (or last claimed) longer ago than `keep_seconds`. The
+        money movements keep their keys, so a reaped key can never move money again."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM idempotency_keys WHERE coalesce(completed_at, claimed_at) < now() - make_interval(secs => %s)",
+                (keep_seconds,),
+            )
+            return cursor.rowcount
+
     async def get(self, charge_id: uuid.UUID) -> Charge | None:
         async with self.pool.connection() as conn:
             row = await (
@@ -166,19 +177,23 @@ class PspStore:
     async def _complete(self, conn: AsyncConnection[Any], claim: Claim, outcome: Outcome) -> None:
         movement = outcome.movement
         if movement is not None:
-            await conn.execute(
-                "INSERT INTO money_movements"
-                " (movement_id, charge_id, kind, amount_cents, idempotency_key, description)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                (
-                    movement.movement_id,
-                    movement.charge_id,
-                    movement.kind.value,
-                    movement.amount_cents,
-                    movement.idempotency_key,
-                    movement.description,
-                ),
-            )
+            moved = await (
+                await conn.execute(
+                    "INSERT INTO money_movements"
+                    " (movement_id, charge_id, kind, amount_cents, idempotency_key, description)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (kind, idempotency_key) DO NOTHING RETURNING 1",
+                    (
+                        movement.movement_id,
+                        movement.charge_id,
+                        movement.kind.value,
+                        movement.amount_cents,
+                        movement.idempotency_key,
+                        movement.description,
+                    ),
+                )
+            ).fetchone()
+            if moved is None:  # the key's record was reaped; its movement was not
+                raise domain.reaped(claim.key)
         await conn.execute(
             f"UPDATE idempotency_keys SET response = %s, completed_at = now() WHERE {_KEY}",
             (self.encode(outcome.charge), *claim.scope),

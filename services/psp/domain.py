@@ -120,6 +120,16 @@ def reuse(key: IdempotencyKey, stored_fingerprint: str, completed: bool, claimed
     raise in_progress(key)
 
 
+def reaped(key: IdempotencyKey) -> FailedPrecondition:
+    """A key whose record was reaped is new again, but not one that moved money: the
+    processor's own ledger keeps every movement's key for good, so one key never moves
+    money twice, however late it is replayed."""
+    return FailedPrecondition(
+        f"idempotency_key {key.value!r}: a {key.operation} under this key already moved money and its"
+        " stored response has been reaped (keys are kept 24 h); use a new key"
+    )
+
+
 def in_progress(key: IdempotencyKey) -> Aborted:
     return Aborted(
         f"idempotency_key {key.value!r}: another {key.operation} request with this key is in progress; retry later"

@@ -20,10 +20,12 @@ from services.psp.domain import Charge, Movement, Operation, Outcome
 from services.shared import config, db, validation
 from services.shared.errors import DomainError, NotFound, grpc_errors
 from services.shared.grpc_server import Context, Lifecycle, serve
+from services.shared.periodic import every
 from services.shared.probe import probe
 from services.shared.topology import service
 
 SPEC = service("psp")
+REAP_INTERVAL_SECONDS = 60.0
 
 
 def _to_proto(charge: Charge) -> psp_pb2.Charge:
@@ -177,8 +179,14 @@ class PspServicer(psp_pb2_grpc.PspServiceServicer):
 
 async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     pool = await db.open_pool(config.load(SPEC.name).postgres_dsn(SPEC.name))
-    psp_pb2_grpc.add_PspServiceServicer_to_server(PspServicer(PspStore(pool, _encode)), server)
+    store = PspStore(pool, _encode)
+    psp_pb2_grpc.add_PspServiceServicer_to_server(PspServicer(store), server)
     lifecycle.on_close(pool.close)
+    # Keys are kept 24 h (SPEC section 6), then reaped.
+    lifecycle.spawn(
+        "reap-keys",
+        lambda stopping: every(REAP_INTERVAL_SECONDS, stopping, store.reap_keys, "reaping idempotency keys"),
+    )
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -12,10 +13,12 @@ from collections.abc import Callable, Iterator
 import grpc
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from ridectl import checker
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
+from services.rider.adapters import RequestStore
 from services.rider.domain import ride_request
 from services.shared.idempotency import fingerprint
 from services.shared.topology import INFRA
@@ -168,3 +171,29 @@ def test_an_oversize_key_is_refused_naming_the_field(rider: rider_pb2_grpc.Rider
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (error.value.details() or "").startswith("idempotency_key:")
     assert _rides_of(rider_id) == []
+
+
+def test_keys_are_kept_24_hours_then_reaped_and_a_reaped_key_is_new_again(
+    rider: rider_pb2_grpc.RiderServiceStub,
+) -> None:
+    old_rider, young_rider = _new_rider(rider), _new_rider(rider)
+    old_key, young_key = str(uuid.uuid4()), str(uuid.uuid4())
+    forgotten = _key_in_flight(old_rider, old_key, locked_for_ms=-1)
+    _key_in_flight(young_rider, young_key, locked_for_ms=60_000)
+    with psycopg.connect(RIDER_DB, autocommit=True) as conn:
+        for key, hours in ((old_key, 24.5), (young_key, 23.5)):
+            conn.execute(
+                "UPDATE idempotency_keys SET created_at = created_at - %s * interval '1 hour' WHERE key = %s",
+                (hours, key),
+            )
+
+    async def reap() -> int:  # the rider service's reaper (it runs every minute), run once now
+        async with AsyncConnectionPool(RIDER_DB, min_size=1, max_size=1) as pool:
+            return await RequestStore(pool).reap_keys()
+
+    assert asyncio.run(reap()) >= 1
+    kept = db_rows("rider", "SELECT key FROM idempotency_keys WHERE key = ANY(%s)", ([old_key, young_key],))
+    assert [row[0] for row in kept] == [young_key]
+    fresh = rider.RequestRide(_request(old_rider, old_key), timeout=TIMEOUT)
+    assert fresh.ride_id != forgotten, "a reaped key is new again: it books a new ride"
+    assert _rides_of(old_rider) == [fresh.ride_id]

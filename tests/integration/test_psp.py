@@ -2,6 +2,7 @@
 its own ledger of money movements, fault knobs, and bad input (SPEC section 9)."""
 
 import argparse
+import asyncio
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,11 +11,13 @@ import grpc
 import psycopg
 import pytest
 from google.protobuf.message import Message
+from psycopg_pool import AsyncConnectionPool
 
 from ridectl import psp_cmd
 from ridesaga.common.v1 import common_pb2
 from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from services.psp import domain
+from services.psp.adapters import PspStore
 from services.shared.topology import INFRA
 from tests.support import sidecar_channel
 
@@ -398,3 +401,52 @@ def test_bad_input_on_every_read_and_fault_call(faulty: Psp) -> None:
     ):
         _refused(faulty.SetFaults, faults, field)
     assert faulty.GetFaults(psp_pb2.GetFaultsRequest(), timeout=CALL_TIMEOUT) == psp_pb2.Faults()
+
+
+def _age(keys: list[str], hours: float) -> None:
+    """Moves the keys' claim and completion `hours` into the past, as if that time had passed."""
+    with psycopg.connect(PSP_DB, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE idempotency_keys SET claimed_at = claimed_at - %s * interval '1 hour',"
+            " completed_at = completed_at - %s * interval '1 hour' WHERE idempotency_key = ANY(%s)",
+            (hours, hours, keys),
+        )
+
+
+def _kept(keys: list[str]) -> set[str]:
+    with psycopg.connect(PSP_DB, autocommit=True) as conn:
+        rows = conn.execute("SELECT idempotency_key FROM idempotency_keys WHERE idempotency_key = ANY(%s)", (keys,))
+        return {row[0] for row in rows}
+
+
+def _reap() -> int:
+    """The psp's own reaper (it runs every minute in the service), run once now."""
+
+    async def reap() -> int:
+        async with AsyncConnectionPool(PSP_DB, min_size=1, max_size=1) as pool:
+            return await PspStore(pool, lambda charge: b"").reap_keys()
+
+    return asyncio.run(reap())
+
+
+def test_keys_are_reaped_after_24_hours_and_a_reaped_key_never_moves_money_twice(psp: Psp) -> None:
+    moved, declined, young = _key(), _key(), _key()
+    ride = _ride()
+    charge = _authorize(psp, 700, key=moved, description=ride)
+    refused = _authorize(psp, method=domain.DECLINED_TOKEN, key=declined, description=ride)
+    kept = _authorize(psp, 900, key=young, description=ride)
+    _age([moved, declined], hours=24.5)
+    _age([young], hours=23.5)
+
+    assert _reap() >= 2
+    assert _kept([moved, declined, young]) == {young}
+    assert _authorize(psp, 900, key=young, description=ride) == kept, "a key younger than 24 h is replayed"
+
+    code, message = _status_of(lambda: _authorize(psp, 700, key=moved, description=ride))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and moved in message and "reaped" in message
+    assert _movements(psp, description=ride) == [(psp_pb2.AUTHORIZE, 700), (psp_pb2.AUTHORIZE, 900)]
+    assert _kept([moved]) == set(), "the refused call released the key"
+    assert psp.GetCharge(psp_pb2.GetChargeRequest(charge_id=charge.charge_id)).status == psp_pb2.AUTHORIZED
+
+    again = _authorize(psp, method=domain.DECLINED_TOKEN, key=declined, description=ride)
+    assert again.status == psp_pb2.DECLINED and again.charge_id != refused.charge_id, "a reaped key is new again"
