@@ -12,7 +12,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +23,10 @@ from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
 from services.fleet.sim import SAN_FRANCISCO, spawn, wander
 from services.shared import mesh
-from services.shared.config import trace_sample_ratio
+from services.shared.config import telemetry_target, trace_sample_ratio
+from services.shared.retry import Backoff, next_wait
 from services.shared.telemetry import setup_logging, setup_tracing
-from services.shared.topology import INFRA, service
+from services.shared.topology import service
 
 log = logging.getLogger("fleet")
 tracer = trace.get_tracer("fleet")
@@ -33,6 +34,12 @@ tracer = trace.get_tracer("fleet")
 HEARTBEAT_SECONDS = 2.0
 THINK_SECONDS = (0.1, 0.6)
 RIDE_SECONDS = (0.5, 2.0)
+# Answers that may not have reached the driver service: the app sends them again.
+UNREACHED = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+)
+ANSWER_RETRY_SECONDS = 30.0
+ANSWER_BACKOFF = Backoff(base_seconds=0.2, cap_seconds=3.0)
 
 
 def _seconds_range(name: str, default: tuple[float, float]) -> tuple[float, float]:
@@ -148,18 +155,33 @@ async def _respond(
     pace: Pace,
 ) -> None:
     await asyncio.sleep(rng.uniform(*pace.think))
-    await stub.RespondToOffer(
-        driver_pb2.OfferResponse(
-            ride_id=offer.ride_id, driver_id=driver_id, fence=offer.fence, attempt=offer.attempt, accept=accept
-        ),
-        timeout=CALL_TIMEOUT_SECONDS,
+    answer = driver_pb2.OfferResponse(
+        ride_id=offer.ride_id, driver_id=driver_id, fence=offer.fence, attempt=offer.attempt, accept=accept
     )
+    await _until_answered(lambda: stub.RespondToOffer(answer, timeout=CALL_TIMEOUT_SECONDS), rng)
     if accept:
         await asyncio.sleep(rng.uniform(*pace.ride))
-        await stub.CompleteTrip(
-            driver_pb2.CompleteTripRequest(ride_id=offer.ride_id, driver_id=driver_id, fence=offer.fence),
-            timeout=CALL_TIMEOUT_SECONDS,
-        )
+        done = driver_pb2.CompleteTripRequest(ride_id=offer.ride_id, driver_id=driver_id, fence=offer.fence)
+        await _until_answered(lambda: stub.CompleteTrip(done, timeout=CALL_TIMEOUT_SECONDS), rng)
+
+
+async def _until_answered(call: Callable[[], Awaitable[object]], rng: random.Random) -> None:
+    """Sends the app's answer again, with full-jitter backoff, while the driver service
+    cannot be reached (it crashed, or its sidecar did), for up to ANSWER_RETRY_SECONDS.
+    Safe to repeat: the driver service gives each answer one message id, so the saga
+    counts it once. A refusal (FAILED_PRECONDITION: the reservation is gone) is final."""
+    deadline = time.monotonic() + ANSWER_RETRY_SECONDS
+    attempt = 0
+    while True:
+        try:
+            await call()
+            return
+        except grpc.aio.AioRpcError as error:
+            wait = next_wait(attempt, ANSWER_BACKOFF, rng, time.monotonic(), deadline)
+            if error.code() not in UNREACHED or wait is None:
+                raise
+        attempt += 1
+        await asyncio.sleep(wait)
 
 
 async def _take_offers(
@@ -186,7 +208,7 @@ async def _take_offers(
 async def run() -> None:
     size, accept_rate, state, target, pace = _settings()
     setup_logging("fleet")
-    provider = setup_tracing("fleet", f"http://127.0.0.1:{INFRA.jaeger_otlp_grpc}", "local", trace_sample_ratio())
+    provider = setup_tracing("fleet", *telemetry_target(), trace_sample_ratio())
     rng = random.Random()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

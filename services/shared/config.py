@@ -83,9 +83,19 @@ def clock() -> HybridLogicalClock:
     return HybridLogicalClock(skewed_wall_clock(clock_skew_ms()))
 
 
+def telemetry_target() -> tuple[str, str]:
+    """Where spans go and the deployment environment they are labelled with."""
+    host = _env("RIDESAGA_HOST", "127.0.0.1")
+    return (
+        _env("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{INFRA.jaeger_otlp_grpc}"),
+        _env("RIDESAGA_ENVIRONMENT", "local"),
+    )
+
+
 def load(service_name: str) -> Settings:
     spec = service(service_name)
     host = _env("RIDESAGA_HOST", "127.0.0.1")
+    otlp_endpoint, environment = telemetry_target()
     return Settings(
         service_name=service_name,
         host=host,
@@ -96,7 +106,7 @@ def load(service_name: str) -> Settings:
         postgres_port=int(_env("RIDESAGA_PG_PORT", str(INFRA.postgres))),
         redis_url=_env("RIDESAGA_REDIS_URL", f"redis://{host}:{INFRA.redis}/0"),
         zookeeper_hosts=_env("RIDESAGA_ZOOKEEPER", f"{host}:{INFRA.zookeeper}"),
-        otlp_endpoint=_env("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{INFRA.jaeger_otlp_grpc}"),
-        environment=_env("RIDESAGA_ENVIRONMENT", "local"),
+        otlp_endpoint=otlp_endpoint,
+        environment=environment,
         trace_sample_ratio=trace_sample_ratio(),
     )
