@@ -19,7 +19,8 @@ async def reserve(conn: AsyncConnection[Any], driver_id: uuid.UUID, ride_id: str
     """Reserves a free driver for the ride, fenced: the write is accepted only with a token
     no older than the newest this driver has seen, so a stale lock holder is rejected."""
     cursor = await conn.execute(
-        "UPDATE drivers SET ride_id = %s, fence = %s WHERE driver_id = %s AND ride_id IS NULL AND fence <= %s",
+        "UPDATE drivers SET ride_id = %s, fence = %s, offer = NULL"
+        " WHERE driver_id = %s AND ride_id IS NULL AND fence <= %s",
         (ride_id, token, driver_id, token),
     )
     return cursor.rowcount == 1
@@ -43,6 +44,33 @@ class DriverRegistry:
                 )
             ).fetchone()
         return row is not None
+
+    async def keep_offer(self, driver_id: uuid.UUID, offer: bytes, ride_id: str, fence: int) -> bool:
+        """Records the offer sent for the driver's current reservation; False if that
+        reservation no longer stands (then the offer is not sent at all)."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE drivers SET offer = %s WHERE driver_id = %s AND ride_id = %s AND fence = %s",
+                (offer, driver_id, ride_id, fence),
+            )
+        return cursor.rowcount == 1
+
+    async def pending_offer(self, driver_id: uuid.UUID) -> bytes | None:
+        """The offer the driver has not answered yet, if any."""
+        async with self.pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT offer FROM drivers WHERE driver_id = %s AND ride_id IS NOT NULL AND offer IS NOT NULL",
+                    (driver_id,),
+                )
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
+    async def answered(self, driver_id: uuid.UUID, fence: int) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE drivers SET offer = NULL WHERE driver_id = %s AND fence = %s", (driver_id, fence)
+            )
 
     async def exists(self, driver_id: uuid.UUID) -> bool:
         async with self.pool.connection() as conn:

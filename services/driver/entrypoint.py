@@ -4,6 +4,7 @@ the drivers' apps and their answers; and the saga participant that reserves driv
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ from services.shared.telemetry import ride_scope
 from services.shared.topology import service
 
 SPEC = service("driver")
+log = logging.getLogger(__name__)
 
 
 def _now_ms() -> int:
@@ -68,8 +70,21 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
             return
         queue = self.hub.connect(str(driver_id))
         try:
+            # An offer made while this app was away is sent first; it may also be on its
+            # way through the queue, and then it is sent once.
+            try:
+                pending = await self.registry.pending_offer(driver_id)
+            except Exception as error:  # the database is down: new offers still come through
+                log.warning("pending offer unreadable", extra={"fields": {"error": repr(error)}})
+                pending = None
+            sent = driver_pb2.Offer.FromString(pending) if pending else None
+            if sent is not None:
+                yield sent
             while True:
-                yield await queue.get()
+                offer = await queue.get()
+                if offer != sent:
+                    yield offer
+                sent = None
         finally:
             self.hub.disconnect(str(driver_id), queue)
 
@@ -97,6 +112,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
                 )
                 env = envelope(self.clock, message_id, str(ride), "", driver_declined=declined)
             await self.publisher.send(outgoing(REPLIES, env))
+            await self.registry.answered(driver, request.fence)
         return driver_pb2.OfferResponseAck()
 
     @grpc_errors

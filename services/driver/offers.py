@@ -1,7 +1,9 @@
 """Delivers ride offers to the drivers' apps connected on WatchOffers streams.
 
-Delivery is best effort by design: an offer to a driver who is not connected is lost,
-and the orchestrator's offer timeout re-matches the ride."""
+An offer is also recorded with its reservation (`drivers.offer`) and sent first to an app
+that connects while it is unanswered, so an offer made while the app's stream was down,
+or while this service restarted, still reaches it. Past that, delivery is best effort:
+a queue that is full drops the offer, and the orchestrator's offer timeout re-matches."""
 
 from __future__ import annotations
 

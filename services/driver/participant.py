@@ -9,6 +9,7 @@ reply."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -21,7 +22,7 @@ from redis.exceptions import RedisError
 from ridesaga.driver.v1 import driver_pb2
 from ridesaga.saga.v1 import saga_pb2
 from services.driver import domain
-from services.driver.adapters import DriverLocations, reserve
+from services.driver.adapters import DriverLocations, DriverRegistry, reserve
 from services.driver.offers import OfferHub
 from services.shared.clocks import HybridLogicalClock, Timestamp
 from services.shared.failure_detectors import PhiAccrualDetector
@@ -52,14 +53,31 @@ class DriverParticipant:
         self.hub = hub
         self.clock = clock
         self.pending: list[tuple[str, driver_pb2.Offer]] = []
+        self.delivering: set[asyncio.Task[None]] = set()
+        self.registry = DriverRegistry(pool)
 
     def settled(self, committed: bool) -> None:
         """Offers go out only once the DriverOffered reply is committed: the trip must
         learn of the reservation before it can learn of the answer."""
-        if committed:
-            for driver_id, offer in self.pending:
-                self.hub.push(driver_id, offer)
+        if committed and self.pending:
+            task = asyncio.get_running_loop().create_task(self._deliver(list(self.pending)))
+            self.delivering.add(task)
+            task.add_done_callback(self.delivering.discard)
         self.pending.clear()
+
+    async def _deliver(self, offers: list[tuple[str, driver_pb2.Offer]]) -> None:
+        """Records each offer with its reservation (an app that connects later is sent
+        it), then pushes it to the app if it is connected now."""
+        for driver_id, offer in offers:
+            try:
+                standing = await self.registry.keep_offer(
+                    uuid.UUID(driver_id), offer.SerializeToString(), offer.ride_id, offer.fence
+                )
+            except Exception as error:  # best effort, as before: the offer timeout re-matches
+                log.warning("offer not recorded", extra={"fields": {"ride_id": offer.ride_id, "error": repr(error)}})
+                standing = True
+            if standing:
+                self.hub.push(driver_id, offer)
 
     async def handle(self, env: saga_pb2.Envelope) -> list[Outgoing]:
         try:
@@ -137,7 +155,7 @@ class DriverParticipant:
         async with self.pool.connection() as conn, conn.transaction():
             # Fenced: only the holder of the current token releases the reservation.
             await conn.execute(
-                "UPDATE drivers SET ride_id = NULL WHERE driver_id = %s AND ride_id = %s AND fence = %s",
+                "UPDATE drivers SET ride_id = NULL, offer = NULL WHERE driver_id = %s AND ride_id = %s AND fence = %s",
                 (uuid.UUID(cmd.driver_id), env.ride_id, cmd.fence),
             )
             reply = envelope(
