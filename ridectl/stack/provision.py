@@ -10,34 +10,16 @@ import psycopg
 from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
-from psycopg import sql
 
-from ridectl.stack import paths
 from ridectl.stack.errors import StackError
 from services.shared import migrations
-from services.shared.topology import INFRA, SERVICES, TOPIC_PARTITIONS, TOPICS
+from services.shared.topology import INFRA, TOPIC_PARTITIONS, TOPICS
 
 TOPIC_TIMEOUT_SECONDS = 30.0
 
 
 def databases(say: Callable[[str], None]) -> None:
-    admin = f"host=127.0.0.1 port={INFRA.postgres} dbname=postgres user=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for spec in SERVICES:
-            if spec.database is None:
-                continue
-            name = spec.database
-            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone() is None:
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(name)))
-    for spec in SERVICES:
-        if spec.database is None:
-            continue
-        found = migrations.discover(paths.REPO / "services" / spec.name / "schema")
-        conninfo = f"host=127.0.0.1 port={INFRA.postgres} dbname={spec.database} user={spec.database}"
-        applied = migrations.apply(conninfo, found)
-        say(f"{spec.database}: {len(found)} migrations, {len(applied)} applied now")
+    migrations.provision("127.0.0.1", INFRA.postgres, say)
 
 
 def topics(say: Callable[[str], None]) -> None:

@@ -5,12 +5,18 @@ migration is applied exactly once even if the runner is interrupted."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
+
+from services.shared.topology import SERVICES
 
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+SCHEMAS = Path(__file__).resolve().parent.parent
+"""services/: each service's migrations are in services/<name>/schema."""
 
 
 @dataclass(frozen=True)
@@ -57,3 +63,22 @@ def apply(conninfo: str, migrations: list[Migration]) -> list[str]:
                 )
                 applied.append(migration.name)
     return applied
+
+
+def provision(host: str, port: int, say: Callable[[str], None]) -> None:
+    """Database-per-service on one PostgreSQL server: a login role and a database it owns
+    for each service that has one, then that service's migrations, applied as its role.
+    Idempotent: run it at every start (locally) or as a retried job (compose, Kubernetes)."""
+    owned = [spec.database for spec in SERVICES if spec.database is not None]
+    with psycopg.connect(f"host={host} port={port} dbname=postgres user=postgres", autocommit=True) as conn:
+        for name in owned:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(name)))
+    for spec in SERVICES:
+        if spec.database is None:
+            continue
+        found = discover(SCHEMAS / spec.name / "schema")
+        applied = apply(f"host={host} port={port} dbname={spec.database} user={spec.database}", found)
+        say(f"{spec.database}: {len(found)} migrations, {len(applied)} applied now")
