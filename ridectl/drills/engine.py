@@ -26,7 +26,7 @@ import psycopg
 
 from ridectl import checker
 from ridectl.drills import Verdict
-from ridectl.drills.history import Fault, History, check, outcomes, recovery
+from ridectl.drills.history import Fault, History, check, not_recovered, outcomes, recovery
 from ridectl.drills.workload import Clients
 from ridectl.stack import components, paths
 from ridectl.stack.errors import StackError
@@ -38,7 +38,10 @@ from services.shared.topology import INFRA
 
 TRIP_DB = f"host=127.0.0.1 port={INFRA.postgres} dbname=trip user=postgres"
 STEPS = ("AUTHORIZING", "MATCHING", "OFFERED", "ACCEPTED", "CAPTURING")
-TAIL_SECONDS = 4.0  # arrivals continue this long after the last fault healed
+TAIL_SECONDS = 4.0  # arrivals continue at least this long after the last fault healed
+# ... and, past that, until a ride booked after the heal has completed (the system does
+# useful work again), at most this long; if none has, the verdict says `not_recovered`.
+RECOVERY_LIMIT_SECONDS = 60.0
 MAX_RIDES_FACTOR = 20  # a runaway nemesis still stops the arrivals eventually
 OBSERVE_TIMEOUT_SECONDS = 45.0
 HEAL_TIMEOUT_SECONDS = 120.0
@@ -241,10 +244,16 @@ def run(
             healed_at[0] = drill.now()
             done.set()
 
+    def recovered() -> bool:
+        return any(r.outcome == "completed" and r.requested_at >= healed_at[0] for r in outcomes(list(history.events)))
+
     def keep_going(started_rides: int) -> bool:
         if started_rides >= rides * MAX_RIDES_FACTOR:
             return False
-        return started_rides < rides or not done.is_set() or drill.now() < healed_at[0] + TAIL_SECONDS
+        if started_rides < rides or not done.is_set():
+            return True
+        since_healed = drill.now() - healed_at[0]
+        return since_healed < TAIL_SECONDS or (since_healed < RECOVERY_LIMIT_SECONDS and not recovered())
 
     thread = threading.Thread(target=nemesis, name=f"nemesis {scenario.name}", daemon=True)
     thread.start()
@@ -277,6 +286,8 @@ def _verdict(
         violations["nemesis_failed"] = errors
     if not drill.faults:
         violations.setdefault("nemesis_failed", []).append("no fault was injected")
+    elif stuck := not_recovered(drill.faults, RECOVERY_LIMIT_SECONDS):
+        violations["not_recovered"] = stuck
     traces = _trace_ids(drill.wall_started)
     traced = sum(1 for r in seen if r.ride_id and traces.get(r.ride_id) == r.trace_id)
     recoveries = [f.recovery_seconds for f in drill.faults if f.recovery_seconds is not None]

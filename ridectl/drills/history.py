@@ -142,3 +142,13 @@ def recovery(fault: Fault, rides: list[RideOutcome]) -> float | None:
         r.ended_at for r in rides if r.requested_at >= fault.end and r.ended_at is not None and r.outcome == "completed"
     ]
     return round(min(after) - fault.end, 3) if after else None
+
+
+def not_recovered(faults: list[Fault], limit_seconds: float) -> list[str]:
+    """Liveness after the faults: a ride booked after the last fault healed must have
+    completed (the drill keeps booking up to `limit_seconds` for one). Earlier faults may
+    have no recovery of their own when the next one came too soon."""
+    if not faults or faults[-1].end is None or faults[-1].recovery_seconds is not None:
+        return []
+    last = faults[-1]
+    return [f"no ride booked after {last.name} {last.target} healed completed within {limit_seconds:.0f} s"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ridectl.drills.history import FAIL, INFO, INVOKE, OK, Fault, History, check, outcomes, recovery
+from ridectl.drills.history import FAIL, INFO, INVOKE, OK, Fault, History, check, not_recovered, outcomes, recovery
 
 
 def _clean() -> History:
@@ -60,3 +60,12 @@ def test_recovery_is_measured_from_the_first_ride_booked_after_the_fault() -> No
     assert recovery(Fault("kill", "trip", 1.0, 5.0), rides) == 3.5
     assert recovery(Fault("kill", "trip", 1.0, 7.5), rides) is None
     assert recovery(Fault("kill", "trip", 1.0, None), rides) is None
+
+
+def test_a_drill_whose_system_never_does_useful_work_again_is_not_recovered() -> None:
+    first = Fault("kill", "psp", 1.0, 2.0, recovery_seconds=None)  # the next fault came too soon
+    last = Fault("kill", "psp", 3.0, 4.0, recovery_seconds=2.5)
+    assert not_recovered([first, last], 60) == []
+    stuck = Fault("kill", "psp", 5.0, 6.0)
+    assert not_recovered([first, last, stuck], 60) == ["no ride booked after kill psp healed completed within 60 s"]
+    assert not_recovered([], 60) == []
