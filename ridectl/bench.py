@@ -113,24 +113,15 @@ def _configure(sample_ratio: str) -> None:
 
 
 def tracing(rides: int, concurrency: int, rounds: int) -> list[dict[str, Any]]:
-    saved = {
-        k: os.environ.get(k)
-        for k in ("RIDESAGA_TRACE_SAMPLE_RATIO", "RIDESAGA_FLEET_THINK_SECONDS", "RIDESAGA_FLEET_RIDE_SECONDS")
-    }
     results: dict[str, list[Result]] = {"tracing on (ratio 1.0)": [], "tracing off (ratio 0.0)": []}
-    try:
+    with lifecycle.restored(
+        "RIDESAGA_TRACE_SAMPLE_RATIO", "RIDESAGA_FLEET_THINK_SECONDS", "RIDESAGA_FLEET_RIDE_SECONDS"
+    ):
         for _ in range(rounds):
             for label, ratio in (("tracing on (ratio 1.0)", "1.0"), ("tracing off (ratio 0.0)", "0.0")):
                 _configure(ratio)
                 asyncio.run(_batch("warm-up", concurrency, concurrency))
                 results[label].append(asyncio.run(_batch(label, rides, concurrency)))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        lifecycle.up()
     merged = []
     for label, runs in results.items():
         merged.append(

@@ -230,10 +230,9 @@ def warm_start() -> dict[str, float]:
 
 def run(rates: list[float], seconds: float, concurrencies: list[int]) -> dict[str, Any]:
     start = warm_start()
-    saved = {k: os.environ.get(k) for k in ("RIDESAGA_FLEET_THINK_SECONDS", "RIDESAGA_FLEET_RIDE_SECONDS")}
-    os.environ["RIDESAGA_FLEET_THINK_SECONDS"] = INSTANT
-    os.environ["RIDESAGA_FLEET_RIDE_SECONDS"] = INSTANT
-    try:
+    with lifecycle.restored("RIDESAGA_FLEET_THINK_SECONDS", "RIDESAGA_FLEET_RIDE_SECONDS"):
+        os.environ["RIDESAGA_FLEET_THINK_SECONDS"] = INSTANT
+        os.environ["RIDESAGA_FLEET_RIDE_SECONDS"] = INSTANT
         lifecycle.up()  # restarts the fleet with drivers that answer at once
         asyncio.run(_open_loop(2, 5))  # warm-up
         prims = {name: s.summary() for name, s in primitives().items()}
@@ -244,13 +243,6 @@ def run(rates: list[float], seconds: float, concurrencies: list[int]) -> dict[st
         for concurrency in concurrencies:
             saturation.append(asyncio.run(_closed_loop(concurrency, seconds)))
             _drain()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        lifecycle.up()
     floor = sum(prims[name]["p50"] * count for name, count in PATH.items())
     lowest = loads[0]
     return {

@@ -216,19 +216,11 @@ def _inversions(keys: list[Any]) -> int:
 def clock_skew(d: Drill) -> dict[str, Any]:
     """payment's wall clock runs 5 s behind while rides go through it: ordered by wall
     clock the saga logs put effects before causes; ordered by HLC they never do."""
-    previous = os.environ.get("RIDESAGA_CLOCK_SKEW")
-    with d.window("clock skew", "payment", skew_ms=SKEW_MS):
+    with d.window("clock skew", "payment", skew_ms=SKEW_MS), lifecycle.restored("RIDESAGA_CLOCK_SKEW"):
         os.environ["RIDESAGA_CLOCK_SKEW"] = f"payment={SKEW_MS}"
-        try:
-            lifecycle.up()  # restarts payment with its clock skewed
-            skewed_from = time.time()
-            _until(lambda: _completed_since(skewed_from) >= 10, 90, "ten rides completed through skewed payment")
-        finally:
-            if previous is None:
-                os.environ.pop("RIDESAGA_CLOCK_SKEW", None)
-            else:
-                os.environ["RIDESAGA_CLOCK_SKEW"] = previous
-            lifecycle.up()
+        lifecycle.up()  # restarts payment with its clock skewed
+        skewed_from = time.time()
+        _until(lambda: _completed_since(skewed_from) >= 10, 90, "ten rides completed through skewed payment")
     with psycopg.connect(TRIP_DB, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT ride_id, message_id, min(message_hlc), min(sender_wall_ms) FROM saga_log"

@@ -7,12 +7,13 @@ the driver fleet, and waits again."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +163,23 @@ def up(run: Path = paths.RUN) -> None:
         if after is not None:
             after(progress)
     progress(f"stack up in {time.monotonic() - started:.1f}s")
+
+
+@contextlib.contextmanager
+def restored(*names: str, run: Path = paths.RUN) -> Iterator[None]:
+    """Puts these environment variables back as they were when the block ends, however it
+    ends, and the stack with them (`up` restarts what their change touched). Inside, a
+    caller sets them and calls `up` to run a reconfigured stack: a bench, a drill."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        up(run)
 
 
 @dataclass(frozen=True)
