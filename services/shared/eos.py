@@ -80,7 +80,12 @@ async def bounded(call: Callable[..., T], *args: Any, timeout: float = STUCK_AFT
 
 BACKOFF_BASE_SECONDS = 0.2
 BACKOFF_CAP_SECONDS = 5.0
-FAILURES_BEFORE_DEAD_LETTER = 5
+# A handler that fails for a reason that is neither the record's (Poison) nor the
+# infrastructure's (TRANSIENT) is tried again in place, at once, this many times in all,
+# then its record is dead-lettered. In place: aborting the batch would stall every
+# partition of the consumer through the abort, the rewind and the backoff, each time.
+FAILURES_BEFORE_DEAD_LETTER = 3
+IN_PLACE_RETRY_SECONDS = 0.05
 
 
 class Retry(Exception):
@@ -104,6 +109,7 @@ class LoopConfig:
     dead_letter_topic: str = DEAD_LETTER_TOPIC
     batch_max: int = 100
     batch_wait_seconds: float = 0.05
+    transaction_timeout_ms: int = 15_000
 
     @classmethod
     def for_group(cls, group: str, bootstrap: str, topics: tuple[str, ...], replica_suffix: str = "") -> LoopConfig:
@@ -113,7 +119,10 @@ class LoopConfig:
 
 
 def new_transactional_producer(
-    bootstrap: str, transactional_id: str, on_error: Callable[[KafkaError], None] | None = None
+    bootstrap: str,
+    transactional_id: str,
+    on_error: Callable[[KafkaError], None] | None = None,
+    transaction_timeout_ms: int = 15_000,
 ) -> Producer:
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
@@ -121,7 +130,8 @@ def new_transactional_producer(
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 2,
-        "transaction.timeout.ms": 15000,
+        # The coordinator aborts a transaction open longer than this (and bumps the epoch).
+        "transaction.timeout.ms": transaction_timeout_ms,
         # A transaction begun right after the previous commit finds the coordinator still
         # writing that commit's markers (CONCURRENT_TRANSACTIONS) and is retried after
         # this backoff. At librdkafka's default of 100 ms every busy hop cost 100 ms;
@@ -150,23 +160,30 @@ class TransactionalLoop:
         self.config = config
         self.handle = handle
         self.settled = settled
-        self.failures: dict[Position, int] = {}
         # Set when the producer lost its brokers: after Kafka restarts, a producer that
         # lived through it can block in send_offsets_to_transaction, so it is replaced
         # before its next transaction (and the watchdog in `bounded` is the backstop).
         self.kafka_lost = threading.Event()
-
-    def _on_producer_error(self, error: KafkaError) -> None:
-        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            self.kafka_lost.set()
+        self.generation = 0
 
     async def _new_producer(self) -> Producer:
+        """A producer whose errors count only while it is the current one: a replaced
+        producer, still alive in an abandoned call's thread, must not be able to make the
+        loop replace its successor (each replacement fences the one before)."""
+        self.generation += 1
+        generation = self.generation
+
+        def on_error(error: KafkaError) -> None:
+            if generation == self.generation and error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+                self.kafka_lost.set()
+
         self.kafka_lost.clear()
         return await bounded(
             new_transactional_producer,
             self.config.bootstrap,
             self.config.transactional_id,
-            self._on_producer_error,
+            on_error,
+            self.config.transaction_timeout_ms,
             timeout=60,
         )
 
@@ -239,22 +256,27 @@ class TransactionalLoop:
         return True
 
     async def _commit_batch(self, producer: Producer, consumer: Consumer, records: list[Message]) -> None:
-        producer.begin_transaction()
+        """Handles the whole batch first, then opens the Kafka transaction only to produce
+        its outputs and offsets and commit: however slowly the handlers run (a database
+        starved by other work), the transaction stays far inside transaction.timeout.ms.
+        (Opened before handling, a slow batch outlived it, the coordinator aborted it and
+        bumped the epoch, the producer found itself "fenced by newer producer instance",
+        and the same slow batch came round again: docs/saga.md, "Liveness".)"""
+        outputs: list[Outgoing] = []
         offsets: dict[tuple[str, int], int] = {}
         for record in records:
-            for out in await self._handle_record(record):
-                producer.produce(out.topic, key=out.key, value=out.value, headers=out.headers)
+            outputs += await self._handle_record(record)
             topic, partition, offset = position(record)
             offsets[(topic, partition)] = offset + 1
+        producer.begin_transaction()
+        for out in outputs:
+            producer.produce(out.topic, key=out.key, value=out.value, headers=out.headers)
         positions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
         metadata = consumer.consumer_group_metadata()
         await bounded(producer.send_offsets_to_transaction, positions, metadata, TXN_CALL_SECONDS)
         await bounded(producer.commit_transaction, TXN_CALL_SECONDS)
-        for record in records:
-            self.failures.pop(position(record), None)
 
     async def _handle_record(self, record: Message) -> list[Outgoing]:
-        where = position(record)
         parent = propagate.extract(header_carrier(record.headers()))
         reason = ""
         try:
@@ -267,12 +289,12 @@ class TransactionalLoop:
         # such as a load generator's synthetic mark, then reaches every span below.
         token = otel_context.attach(parent)
         try:
-            return await self._handle_in_context(record, where, name, env, reason)
+            return await self._handle_in_context(record, name, env, reason)
         finally:
             otel_context.detach(token)
 
     async def _handle_in_context(
-        self, record: Message, where: Position, name: str, env: saga_pb2.Envelope | None, reason: str
+        self, record: Message, name: str, env: saga_pb2.Envelope | None, reason: str
     ) -> list[Outgoing]:
         with tracer.start_as_current_span(name, kind=SpanKind.CONSUMER) as span:
             span.set_attribute("messaging.system", "kafka")
@@ -284,20 +306,24 @@ class TransactionalLoop:
             span.set_attribute("messaging.message.id", env.message_id)
             span.set_attribute("saga.message.type", env.type)
             with ride_scope(env.ride_id):
-                try:
-                    return await self.handle(env)
-                except Poison as poison:
-                    span.set_status(StatusCode.ERROR, str(poison))
-                    return [self._to_dead_letter(record, str(poison))]
-                except TRANSIENT as retry:
-                    span.set_status(StatusCode.ERROR, f"retry: {retry!r}")
-                    raise
-                except Exception as error:
-                    self.failures[where] = self.failures.get(where, 0) + 1
-                    if self.failures[where] >= FAILURES_BEFORE_DEAD_LETTER:
-                        log.exception("giving up on a record", extra={"fields": {"message_id": env.message_id}})
-                        return [self._to_dead_letter(record, f"handler failed {self.failures[where]} times: {error!r}")]
-                    raise
+                attempt = 0
+                while True:
+                    attempt += 1
+                    try:
+                        return await self.handle(env)
+                    except Poison as poison:
+                        span.set_status(StatusCode.ERROR, str(poison))
+                        return [self._to_dead_letter(record, str(poison))]
+                    except TRANSIENT as retry:
+                        span.set_status(StatusCode.ERROR, f"retry: {retry!r}")
+                        raise
+                    except Exception as error:
+                        span.add_event("handler failed", {"attempt": attempt, "error": repr(error)})
+                        if attempt >= FAILURES_BEFORE_DEAD_LETTER:
+                            log.exception("giving up on a record", extra={"fields": {"message_id": env.message_id}})
+                            span.set_status(StatusCode.ERROR, repr(error))
+                            return [self._to_dead_letter(record, f"handler failed {attempt} times: {error!r}")]
+                    await asyncio.sleep(random.uniform(0, IN_PLACE_RETRY_SECONDS))
 
     def _to_dead_letter(self, record: Message, reason: str) -> Outgoing:
         log.warning(

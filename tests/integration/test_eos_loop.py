@@ -1,0 +1,169 @@
+"""The transactional loop (services/shared/eos.py) against the real broker: it keeps
+making progress when its handlers are slow or fail, which is what keeps sagas live."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from ridesaga.saga.v1 import saga_pb2
+from services.shared.clocks import HybridLogicalClock
+from services.shared.eos import LoopConfig, TransactionalLoop
+from services.shared.messages import Outgoing, envelope, outgoing
+from services.shared.topology import INFRA
+
+BOOTSTRAP = f"127.0.0.1:{INFRA.kafka}"
+
+
+@pytest.fixture
+def topics() -> Iterator[tuple[str, str]]:
+    name = f"test.loop.{uuid.uuid4().hex[:8]}"
+    pair = (f"{name}.in", f"{name}.out")
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    for future in admin.create_topics([NewTopic(t, 1, 1) for t in pair]).values():
+        future.result(30)
+    yield pair
+    for future in admin.delete_topics(list(pair)).values():
+        future.result(30)
+
+
+def _send(topic: str, count: int) -> list[str]:
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True})
+    clock = HybridLogicalClock()
+    ids = []
+    for n in range(count):
+        ride = str(uuid.uuid4())
+        env = envelope(clock, f"{ride}:requested:{n}", ride, "", ride_requested=saga_pb2.RideRequested())
+        producer.produce(topic, key=ride.encode(), value=env.SerializeToString())
+        ids.append(env.message_id)
+    assert producer.flush(10) == 0
+    return ids
+
+
+def _committed_ids(consumer: Consumer, seen: set[str]) -> None:
+    for record in consumer.consume(50, 0.2):
+        value = record.value()
+        if record.error() is None and value:
+            seen.add(saga_pb2.Envelope.FromString(value).causation_id)
+
+
+async def _run_until_committed(
+    loop: TransactionalLoop, out_topic: str, expected: set[str], timeout: float
+) -> tuple[set[str], bool]:
+    """Runs the loop until every expected message's output is committed, or the timeout."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([out_topic])
+    stopping = asyncio.Event()
+    task = asyncio.create_task(loop.run(stopping))
+    seen: set[str] = set()
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while not expected <= seen and asyncio.get_running_loop().time() < deadline and not task.done():
+            await asyncio.get_running_loop().run_in_executor(None, _committed_ids, consumer, seen)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 30)
+        consumer.close()
+    return seen, expected <= seen
+
+
+def _loop(
+    topics: tuple[str, str], handle: Callable[[saga_pb2.Envelope], Awaitable[list[Outgoing]]], batch_wait: float = 0.05
+) -> TransactionalLoop:
+    name = f"test-loop-{uuid.uuid4().hex[:8]}"
+    config = LoopConfig(
+        name,
+        BOOTSTRAP,
+        name,
+        name,
+        (topics[0],),
+        dead_letter_topic=topics[1],
+        batch_wait_seconds=batch_wait,
+        transaction_timeout_ms=3000,
+    )
+    return TransactionalLoop(config, handle)
+
+
+def _reply(env: saga_pb2.Envelope, out_topic: str) -> list[Outgoing]:
+    reply = envelope(
+        HybridLogicalClock(),
+        f"{env.message_id}:out",
+        env.ride_id,
+        env.message_id,
+        ride_requested=saga_pb2.RideRequested(),
+    )
+    return [outgoing(out_topic, reply)]
+
+
+def test_a_batch_slower_than_the_transaction_timeout_still_commits(
+    topics: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A starved database makes every record take 1.5 s: a batch of 12 takes 18 s, far
+    past the 3 s transaction timeout (the broker looks for timed-out transactions every
+    10 s, so an open transaction of over 13 s is always found). Had the transaction been open while the batch was
+    handled, the coordinator would abort it (and bump the epoch: "fenced by newer
+    producer instance"), the batch would be handled again as slowly, and nothing would
+    ever commit: the ping-pong kill-trip once ended in."""
+    expected = set(_send(topics[0], 12))
+
+    async def starved(env: saga_pb2.Envelope) -> list[Outgoing]:
+        await asyncio.sleep(1.5)  # a slow dependency, not synchronisation
+        return _reply(env, topics[1])
+
+    loop = _loop(topics, starved, batch_wait=2.0)
+    with caplog.at_level(logging.WARNING, logger="services.shared.eos"):
+        seen, done = asyncio.run(_run_until_committed(loop, topics[1], expected, timeout=120))
+    aborted = [r.getMessage() for r in caplog.records if r.getMessage() == "batch aborted"]
+    assert done, f"{len(expected - seen)} of 12 outputs never committed; {len(aborted)} batches aborted"
+    assert aborted == []
+
+
+def test_a_failing_handler_is_retried_in_place_without_aborting_the_batch(
+    topics: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    expected = set(_send(topics[0], 6))
+    failing = sorted(expected)[0]
+    failures: dict[str, int] = {}
+
+    async def flaky(env: saga_pb2.Envelope) -> list[Outgoing]:
+        if env.message_id == failing and failures.get(env.message_id, 0) < 2:
+            failures[env.message_id] = failures.get(env.message_id, 0) + 1
+            raise RuntimeError("a bug that happens twice")
+        return _reply(env, topics[1])
+
+    with caplog.at_level(logging.WARNING, logger="services.shared.eos"):
+        seen, done = asyncio.run(_run_until_committed(_loop(topics, flaky), topics[1], expected, timeout=60))
+    assert done, f"missing outputs for {sorted(expected - seen)}"
+    assert failures == {failing: 2}
+    assert not [r for r in caplog.records if r.getMessage() == "batch aborted"]
+
+
+def test_a_handler_that_always_fails_is_dead_lettered_and_the_others_commit(topics: tuple[str, str]) -> None:
+    expected = set(_send(topics[0], 6))
+    broken = sorted(expected)[0]
+
+    async def buggy(env: saga_pb2.Envelope) -> list[Outgoing]:
+        if env.message_id == broken:
+            raise RuntimeError("a bug that always happens")
+        return _reply(env, topics[1])
+
+    # The dead-letter topic is the output topic here: the dead letter is the original
+    # record, whose causation id is empty; every other record's output names its cause.
+    others = expected - {broken}
+    seen, done = asyncio.run(_run_until_committed(_loop(topics, buggy), topics[1], others | {""}, timeout=60))
+    assert done, f"missing outputs for {sorted(others - seen)} (or no dead letter)"
