@@ -5,8 +5,10 @@ Properties: at most `max_concurrency` calls are in flight to it (a slow dependen
 cannot take every task of the caller); while its breaker is open, calls fail at once
 without reaching it; an idempotent call is retried with full jitter only while the retry
 budget and the remaining deadline allow; each attempt gets only the time that is left
-(the deadline propagates to the callee in grpc-timeout). Breaker changes are logged,
-recorded as span events and published to Redis for `ridectl status`."""
+(the deadline propagates to the callee in grpc-timeout); every attempt the breaker let
+through ends in a verdict or is given back, so a cancelled probe cannot wedge it
+half-open. Breaker changes are logged, recorded as span events and published to Redis
+for `ridectl status`."""
 
 from __future__ import annotations
 
@@ -134,6 +136,12 @@ class Downstream:
                     wait = next_wait(attempt, self.backoff, self.rng, ended, deadline)
                     if wait is None or not self.budget.try_spend(ended):
                         raise
+                except BaseException:
+                    # No answer from the downstream: the caller was cancelled (its
+                    # deadline ended its task) or the call failed on this side. No
+                    # verdict on the downstream's health, but a probe must be given back.
+                    self.breaker.abandon(time.monotonic())
+                    raise
                 else:
                     ended = time.monotonic()
                     self.breaker.record(False, ended - started, ended)

@@ -1,9 +1,14 @@
+import asyncio
 import random
+import time
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.shared.breaker import BreakerConfig, CircuitBreaker, State
+from services.shared.downstream import Downstream
 from services.shared.retry import Backoff, RetryBudget, next_wait
 
 CONFIG = BreakerConfig(
@@ -74,6 +79,142 @@ def test_a_failed_probe_opens_it_again() -> None:
     breaker.record(failed=True, seconds=0.1, now=6.1)
     assert breaker.state == State.OPEN and not breaker.allow(6.2)
     assert breaker.allow(11.1)
+
+
+def _half_open(config: BreakerConfig = CONFIG) -> tuple[CircuitBreaker, list[tuple[State, State]]]:
+    """A breaker opened at 0.0 and half-opened at 5.0 by a first probe."""
+    changes: list[tuple[State, State]] = []
+    breaker = CircuitBreaker("trip", config, lambda _, old, new: changes.append((old, new)))
+    for _ in range(5):
+        breaker.record(failed=True, seconds=0.1, now=0.0)
+    assert breaker.allow(5.0) and breaker.state == State.HALF_OPEN
+    return breaker, changes
+
+
+def test_an_abandoned_probe_is_given_back_to_the_next_call() -> None:
+    breaker, _ = _half_open()
+    assert breaker.allow(5.1)
+    assert not breaker.allow(5.2)  # both probes are out
+    breaker.abandon(5.3)  # e.g. the caller's deadline cancelled one
+    assert breaker.state == State.HALF_OPEN and breaker.allow(5.4)
+    assert not breaker.allow(5.5)
+    breaker.record(failed=False, seconds=0.1, now=5.6)
+    breaker.record(failed=False, seconds=0.1, now=5.7)
+    assert breaker.snapshot()["state"] == "closed"
+
+
+def test_abandoning_a_call_outside_half_open_leaves_no_trace() -> None:
+    breaker, _ = _breaker()
+    for i in range(20):
+        assert breaker.allow(float(i))
+        breaker.abandon(float(i))
+    assert breaker.state == State.CLOSED and breaker.snapshot()["calls_in_window"] == 0
+
+
+def test_a_half_open_without_a_verdict_opens_again_after_its_wait() -> None:
+    config = BreakerConfig(window=10, minimum_calls=5, open_seconds=5.0, half_open_probes=2, half_open_max_seconds=3.0)
+    breaker, changes = _half_open(config)
+    assert breaker.allow(5.1)
+    breaker.record(failed=False, seconds=0.1, now=5.2)  # one verdict of the two it needs
+    assert not breaker.allow(7.9)
+    assert breaker.retry_after(7.9) == pytest.approx(0.1)  # until the half-open wait ends
+    assert not breaker.allow(8.0) and breaker.state == State.OPEN
+    assert breaker.retry_after(8.0) == 5.0  # open as of the end of the wait
+    assert not breaker.allow(12.9)
+    assert breaker.allow(13.0) and breaker.allow(13.1)  # fresh probes
+    assert changes == [
+        (State.CLOSED, State.OPEN),
+        (State.OPEN, State.HALF_OPEN),
+        (State.HALF_OPEN, State.OPEN),
+        (State.OPEN, State.HALF_OPEN),
+    ]
+
+
+# A random history of calls: each step waits a little (or past the open or half-open
+# wait), then lets a call through if the breaker allows, or settles one of the calls in
+# flight: reply, failure, slow reply, or abandoned (cancelled, or not an RPC error).
+# Weighted so that most histories open the breaker and run out of half-open probes.
+HISTORY = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 0.1, 0.5, 6.0, 11.0]),
+        st.sampled_from(["call", "call", "call", "ok", "failed", "failed", "slow", "abandoned"]),
+    ),
+    min_size=20,
+    max_size=100,
+)
+
+
+@given(HISTORY)
+def test_retry_after_is_never_zero_while_calls_are_refused_and_waiting_always_ends_it(
+    steps: list[tuple[float, str]],
+) -> None:
+    breaker, _ = _breaker()
+    now, in_flight = 0.0, 0
+    for gap, step in steps:
+        now += gap
+        if step == "call":
+            wait = breaker.retry_after(now)
+            allowed = breaker.allow(now)
+            assert allowed or wait > 0.0
+            in_flight += allowed
+        elif in_flight > 0:
+            in_flight -= 1
+            if step == "abandoned":
+                breaker.abandon(now)
+            else:
+                breaker.record(failed=step == "failed", seconds=1.5 if step == "slow" else 0.1, now=now)
+    # Whatever is still in flight never comes back: no history wedges the breaker.
+    assert breaker.allow(now + CONFIG.half_open_max_seconds + CONFIG.open_seconds)
+
+
+async def _cancelled_probe_then_a_call(config: BreakerConfig) -> tuple[str, State]:
+    trip = Downstream("rider->trip", breaker=config)
+    for _ in range(config.minimum_calls):  # opened long enough ago that the next call probes
+        trip.breaker.record(failed=True, seconds=0.1, now=time.monotonic() - config.open_seconds)
+    probing = asyncio.Event()
+
+    async def hanging(request: Any, *, timeout: float) -> str:
+        probing.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+    async def answering(request: Any, *, timeout: float) -> str:
+        return f"reply to {request}"
+
+    probe = asyncio.create_task(trip.call(hanging, "probe", deadline_seconds=5.0, idempotent=True))
+    await probing.wait()
+    probe.cancel()  # as the caller's gRPC deadline cancels its handler
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    reply = await trip.call(answering, "next", deadline_seconds=5.0, idempotent=True)
+    return reply, trip.breaker.state
+
+
+def test_a_probe_cancelled_mid_call_lets_the_next_call_probe() -> None:
+    config = BreakerConfig(window=10, minimum_calls=5, open_seconds=5.0, half_open_probes=1)
+    assert asyncio.run(_cancelled_probe_then_a_call(config)) == ("reply to next", State.CLOSED)
+
+
+async def _broken_probe_then_a_call(config: BreakerConfig) -> tuple[str, State]:
+    trip = Downstream("rider->trip", breaker=config)
+    for _ in range(config.minimum_calls):
+        trip.breaker.record(failed=True, seconds=0.1, now=time.monotonic() - config.open_seconds)
+
+    async def broken(request: Any, *, timeout: float) -> str:
+        raise RuntimeError("the stub failed before any answer")
+
+    async def answering(request: Any, *, timeout: float) -> str:
+        return f"reply to {request}"
+
+    with pytest.raises(RuntimeError):
+        await trip.call(broken, "probe", deadline_seconds=5.0, idempotent=True)
+    reply = await trip.call(answering, "next", deadline_seconds=5.0, idempotent=True)
+    return reply, trip.breaker.state
+
+
+def test_a_probe_that_fails_without_an_rpc_error_lets_the_next_call_probe() -> None:
+    config = BreakerConfig(window=10, minimum_calls=5, open_seconds=5.0, half_open_probes=1)
+    assert asyncio.run(_broken_probe_then_a_call(config)) == ("reply to next", State.CLOSED)
 
 
 @given(st.integers(0, 30), st.integers(0, 2**32))
