@@ -1,5 +1,6 @@
 """The payment service: holds, captures and the ledger, calling the psp through Envoy.
-Its work arrives as saga commands on payment.commands; its gRPC face is health and probe."""
+Its work arrives as saga commands on payment.commands; its gRPC face is health and probe.
+It forgets a handled command once Kafka can no longer redeliver it (reap-handled-commands)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ridesaga.common.v1 import common_pb2
 from ridesaga.payment.v1 import payment_pb2_grpc
 from ridesaga.psp.v1 import psp_pb2_grpc
 from services.payment.participant import PaymentParticipant
-from services.shared import config, db, mesh
+from services.shared import config, db, mesh, retention
 from services.shared.breaker import BreakerConfig
 from services.shared.downstream import Downstream
 from services.shared.eos import LoopConfig, TransactionalLoop
@@ -55,6 +56,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     lifecycle.spawn("publish-breaker", lambda stopping: every(1.0, stopping, downstream.publish, "publish breaker"))
     lifecycle.on_close(channel.close)
     lifecycle.spawn("payment-participant", loop.run)
+    lifecycle.spawn("reap-handled-commands", retention.reaper(pool, "handled_commands"))
 
 
 def main() -> None:

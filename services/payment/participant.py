@@ -3,7 +3,14 @@
 The psp call carries an idempotency key derived from the ride and the step, so calling
 it again after a crash returns the first result instead of moving money twice. The
 effect on payment's own tables and the handled-command record (with the reply) commit in
-one PostgreSQL transaction; a redelivered command gets the stored reply."""
+one PostgreSQL transaction; a redelivered command gets the stored reply.
+
+A psp that cannot answer now (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED) is waited for: no
+reply, the saga re-sends. A psp that refuses for good gets the same answer however often
+it is asked, so the command ends in a stored reply (docs/saga.md, "Permanent payment
+errors"): an authorization is rejected, a void of a charge that holds no money is done,
+a capture the processor will never pay is written off. Only a void refused while the
+charge still holds (or took) money is dead-lettered, for a person to settle."""
 
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from ridesaga.saga.v1 import saga_pb2
 from services.payment.ledger import capture_postings, write_off_postings
 from services.shared.clocks import HybridLogicalClock, Timestamp
 from services.shared.downstream import Downstream, Unavailable
-from services.shared.messages import Outgoing, Poison, envelope, outgoing
+from services.shared.messages import PAYMENT_REJECTED, Outgoing, Poison, envelope, outgoing
 
 REPLIES = "trip.replies"
 PSP_TIMEOUT_SECONDS = 5.0
@@ -30,11 +37,21 @@ class Deferred(Exception):
     """The psp is unavailable and the outcome of this command must wait for it."""
 
 
+class Refused(Exception):
+    """The psp refused the call for good: asking again gets the same answer."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+
+
 DEFERRED = "deferred:"  # the hold id of a deferred authorization: "deferred:<ride_id>"
 MAX_DEFERRED_FARE_CENTS = 5_000
 DEFERRED_RISK_LIMIT_CENTS = 20_000  # all deferred authorizations open at once
 
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
+# A charge in these states holds no money: voiding it again has nothing left to release.
+HOLDS_NOTHING = {psp_pb2.VOIDED, psp_pb2.DECLINED}
 
 
 class PaymentParticipant:
@@ -51,7 +68,7 @@ class PaymentParticipant:
         self.downstream = downstream
 
     async def _psp(self, call: Any, request: Any) -> psp_pb2.Charge:
-        """Every psp call carries an idempotency key, so it may be retried."""
+        """Every psp call carries an idempotency key (or only reads), so it may be retried."""
         try:
             charge: psp_pb2.Charge = await self.downstream.call(
                 call, request, deadline_seconds=PSP_TIMEOUT_SECONDS, idempotent=True
@@ -59,8 +76,18 @@ class PaymentParticipant:
         except grpc.aio.AioRpcError as error:
             if error.code() in TRANSIENT:
                 raise Deferred(f"psp: {error.code().name}: {error.details()}") from None
-            raise Poison(f"psp refused: {error.code().name}: {error.details()}") from None
+            raise Refused(error.code(), error.details() or "") from None
         return charge
+
+    async def _charge(self, charge_id: str) -> psp_pb2.Charge | None:
+        """The processor's own record of a charge, the authority after a refusal; None if
+        it has no such charge (NOT_FOUND, or an id it could never have issued)."""
+        try:
+            return await self._psp(self.psp.GetCharge, psp_pb2.GetChargeRequest(charge_id=charge_id))
+        except Refused as refusal:
+            if refusal.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return None
+            raise Poison(f"psp refused to read charge {charge_id}: {refusal}") from None
 
     async def _mark_attempt(self, key: str) -> bool:
         """Records that a psp call with this key is about to go out; True if it is the first."""
@@ -132,6 +159,12 @@ class PaymentParticipant:
                         status=psp_pb2.DECLINED,
                         decline_reason=f"processor_unavailable: retry after {refused.retry_after_seconds:.0f} s",
                     )
+            except Refused as refusal:
+                # Not a card decline but a request the processor will never accept (an
+                # unknown payment method, a key bound to other parameters...): the ride
+                # ends instead of re-sending the same refused call every step timeout.
+                log.warning("psp rejected the authorization", extra={"fields": {"reason": str(refusal)}})
+                charge = psp_pb2.Charge(status=psp_pb2.DECLINED, decline_reason=f"{PAYMENT_REJECTED}: {refusal}")
             if charge is None:
                 pass
             elif charge.status == psp_pb2.AUTHORIZED:
@@ -154,7 +187,7 @@ class PaymentParticipant:
         elif kind == "void_payment":
             hold = env.void_payment.hold_id
             if not hold.startswith(DEFERRED):  # a deferred hold exists only here
-                await self._psp(self.psp.Void, psp_pb2.VoidRequest(idempotency_key=f"{ride}:void", charge_id=hold))
+                await self._void_at_psp(ride, hold)
             reply = envelope(
                 self.clock, reply_id, ride, env.message_id, payment_voided=saga_pb2.PaymentVoided(hold_id=hold)
             )
@@ -163,23 +196,18 @@ class PaymentParticipant:
             cap = env.capture_payment
             charge_id = cap.hold_id
             if charge_id.startswith(DEFERRED):
-                settled = await self._settle_deferred(ride, cap.amount_cents)
-                if settled is None:  # the processor declined now: the platform pays the driver
-                    captured = saga_pb2.PaymentCaptured(hold_id=cap.hold_id, amount_cents=0)
-                    reply = envelope(self.clock, reply_id, ride, env.message_id, payment_captured=captured)
-                    effect = self._write_off(ride, cap.amount_cents, env.message_id)
-                else:
-                    charge_id = settled
+                charge_id = await self._settle_deferred(ride, cap.amount_cents) or charge_id
+            paid = 0
             if not charge_id.startswith(DEFERRED):
-                charge = await self._psp(
-                    self.psp.Capture,
-                    psp_pb2.CaptureRequest(
-                        idempotency_key=f"{ride}:capture", charge_id=charge_id, amount_cents=cap.amount_cents
-                    ),
-                )
-                captured = saga_pb2.PaymentCaptured(hold_id=charge_id, amount_cents=charge.captured_cents)
-                reply = envelope(self.clock, reply_id, ride, env.message_id, payment_captured=captured)
-                effect = self._capture(ride, charge_id, charge.captured_cents, env.message_id)
+                paid = await self._capture_at_psp(ride, charge_id, cap.amount_cents)
+            captured = saga_pb2.PaymentCaptured(hold_id=charge_id, amount_cents=paid)
+            reply = envelope(self.clock, reply_id, ride, env.message_id, payment_captured=captured)
+            if paid:
+                effect = self._capture(ride, charge_id, paid, env.message_id)
+            else:
+                # Past the pivot nothing is undone: the processor will never pay this
+                # fare, so the platform pays the driver (the ride completes, written off).
+                effect = self._write_off(ride, cap.amount_cents, env.message_id)
         else:
             raise Poison(f"payment does not handle messages of type {kind!r}")
         async with self.pool.connection() as conn, conn.transaction():
@@ -190,6 +218,47 @@ class PaymentParticipant:
                 (env.message_id, reply.SerializeToString()),
             )
         return [outgoing(REPLIES, reply)]
+
+    async def _void_at_psp(self, ride: str, hold: str) -> None:
+        """Voids the hold. A refusal still completes the compensation if the processor's
+        record shows the charge holds no money (none, voided, declined); if it is still
+        authorized or was captured, the rider's money needs a person, not a retry."""
+        try:
+            await self._psp(self.psp.Void, psp_pb2.VoidRequest(idempotency_key=f"{ride}:void", charge_id=hold))
+        except Refused as refusal:
+            charge = await self._charge(hold)
+            if charge is not None and charge.status not in HOLDS_NOTHING:
+                status = psp_pb2.ChargeStatus.Name(charge.status)
+                log.error(
+                    "psp refused to void a hold that still holds money; settle it by hand",
+                    extra={"fields": {"hold_id": hold, "status": status, "reason": str(refusal)}},
+                )
+                raise Poison(f"psp refused to void hold {hold} ({refusal}) and the charge is {status}") from None
+            log.warning(
+                "psp refused the void of a charge that holds no money; compensated",
+                extra={"fields": {"hold_id": hold, "reason": str(refusal)}},
+            )
+
+    async def _capture_at_psp(self, ride: str, charge_id: str, amount: int) -> int:
+        """Captures the fare; the cents the processor took, 0 if it refused for good and
+        its record shows it never will (then the fare is written off). A refusal of a
+        charge already captured (say its key was reaped) is that capture, not a loss."""
+        try:
+            request = psp_pb2.CaptureRequest(
+                idempotency_key=f"{ride}:capture", charge_id=charge_id, amount_cents=amount
+            )
+            charge = await self._psp(self.psp.Capture, request)
+        except Refused as refusal:
+            found = await self._charge(charge_id)
+            if found is not None and found.status == psp_pb2.CAPTURED:
+                return found.captured_cents
+            status = psp_pb2.ChargeStatus.Name(found.status) if found is not None else "unknown to the psp"
+            log.error(
+                "psp refused the capture for good; writing the fare off",
+                extra={"fields": {"hold_id": charge_id, "status": status, "reason": str(refusal)}},
+            )
+            return 0
+        return charge.captured_cents
 
     async def _may_defer(self, rider_id: str, amount: int) -> bool:
         """Good standing (a ride already paid) and within the risk limits."""
@@ -205,20 +274,25 @@ class PaymentParticipant:
         return paid > 0 and amount <= MAX_DEFERRED_FARE_CENTS and exposure + amount <= DEFERRED_RISK_LIMIT_CENTS
 
     async def _settle_deferred(self, ride: str, amount: int) -> str | None:
-        """Authorizes a deferred ride at the psp now; its charge id, or None if declined."""
+        """Authorizes a deferred ride at the psp now; its charge id, or None if declined
+        or refused for good."""
         async with self.pool.connection() as conn:
             row = await (await conn.execute("SELECT payment_method FROM holds WHERE ride_id = %s", (ride,))).fetchone()
         if row is None:
             raise Poison(f"no deferred hold for ride {ride}")
-        charge = await self._psp(
-            self.psp.Authorize,
-            psp_pb2.AuthorizeRequest(
-                idempotency_key=f"{ride}:authorize",
-                payment_method=row[0],
-                amount_cents=amount,
-                description=f"ride {ride}",
-            ),
-        )
+        try:
+            charge = await self._psp(
+                self.psp.Authorize,
+                psp_pb2.AuthorizeRequest(
+                    idempotency_key=f"{ride}:authorize",
+                    payment_method=row[0],
+                    amount_cents=amount,
+                    description=f"ride {ride}",
+                ),
+            )
+        except Refused as refusal:
+            log.warning("psp rejected a deferred ride's authorization", extra={"fields": {"reason": str(refusal)}})
+            return None
         return charge.charge_id if charge.status == psp_pb2.AUTHORIZED else None
 
     @staticmethod
@@ -236,7 +310,8 @@ class PaymentParticipant:
     def _write_off(ride: str, amount: int, message_id: str) -> Any:
         async def effect(conn: AsyncConnection[Any]) -> None:
             updated = await conn.execute(
-                "UPDATE holds SET status = 'WRITTEN_OFF', updated_at = now() WHERE ride_id = %s AND status = 'DEFERRED'",
+                "UPDATE holds SET status = 'WRITTEN_OFF', updated_at = now()"
+                " WHERE ride_id = %s AND status IN ('AUTHORIZED', 'DEFERRED')",
                 (ride,),
             )
             if updated.rowcount == 1:

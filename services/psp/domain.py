@@ -23,6 +23,9 @@ TAKEOVER_AFTER_SECONDS = 30.0
 
 TOKEN_PREFIX = "tok_"
 DECLINED_TOKEN = "tok_chargeDeclined"
+# The cards this processor knows, as Stripe's test tokens; any other token is refused
+# (INVALID_ARGUMENT, every time): a permanent error the payment service must not retry.
+KNOWN_TOKENS = frozenset({"tok_visa", "tok_visa_debit", "tok_mastercard", "tok_amex", DECLINED_TOKEN})
 CARD_DECLINED = "card_declined"
 FAULT_DECLINED = "declined_by_fault_injection"
 
@@ -147,6 +150,8 @@ def authorization(payment_method: str, amount_cents: int, description: str) -> A
         raise InvalidArgument("payment_method", "is required")
     if not payment_method.startswith(TOKEN_PREFIX) or len(payment_method) > MAX_PAYMENT_METHOD_LENGTH:
         raise InvalidArgument("payment_method", f"must be a card token such as 'tok_visa', got {payment_method[:64]!r}")
+    if payment_method not in KNOWN_TOKENS:
+        raise InvalidArgument("payment_method", f"no such token {payment_method!r}")
     if len(description) > MAX_DESCRIPTION_LENGTH:
         raise InvalidArgument("description", f"must be at most {MAX_DESCRIPTION_LENGTH} characters")
     return Authorization(payment_method, positive_amount("amount_cents", amount_cents), description)

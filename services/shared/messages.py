@@ -16,6 +16,9 @@ from services.shared.clocks import HybridLogicalClock
 
 Headers = list[tuple[str, str | bytes | None]]
 tracer = trace.get_tracer(__name__)
+# How a PaymentDeclined reason starts when the processor refused the authorization for
+# good (not a card decline): "payment_rejected: <gRPC code>: <the psp's message>".
+PAYMENT_REJECTED = "payment_rejected"
 
 
 class Poison(Exception):

@@ -4,11 +4,14 @@ naming the field, so every RPC answers bad input the same way."""
 from __future__ import annotations
 
 import math
+import re
 import uuid
 
 from services.shared.errors import InvalidArgument
 
 MAX_NAME_LENGTH = 100
+MAX_PAYMENT_METHOD_LENGTH = 64
+CARD_TOKEN = re.compile(r"tok_[A-Za-z0-9_]+")
 
 
 def name(field: str, value: str) -> str:
@@ -37,3 +40,18 @@ def coordinates(field: str, lat: float, lng: float) -> tuple[float, float]:
     if not -180.0 <= lng <= 180.0:
         raise InvalidArgument(field, f"longitude {lng} is outside -180..180")
     return lat, lng
+
+
+def payment_method(field: str, value: str) -> str:
+    """A card token's shape: "tok_" then letters, digits or underscores, 64 characters at
+    most. Only the shape: the processor is an external party and the only one that knows
+    which tokens exist, so a well-shaped token it does not know passes here and is its
+    refusal to make, for good, when the ride's payment is authorized (docs/saga.md,
+    "Permanent payment errors")."""
+    if len(value) > MAX_PAYMENT_METHOD_LENGTH or CARD_TOKEN.fullmatch(value) is None:
+        raise InvalidArgument(
+            field,
+            f"must be a card token: 'tok_' then letters, digits or '_', at most {MAX_PAYMENT_METHOD_LENGTH}"
+            f" characters (such as 'tok_visa'), got {value[:MAX_PAYMENT_METHOD_LENGTH]!r}",
+        )
+    return value

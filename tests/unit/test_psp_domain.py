@@ -256,3 +256,8 @@ def test_each_charge_and_movement_gets_its_own_id() -> None:
     assert first.movement is not None and second.movement is not None
     assert first.movement.movement_id != second.movement.movement_id
     assert isinstance(first.charge.charge_id, uuid.UUID)
+
+
+def test_a_well_shaped_token_the_processor_does_not_know_is_refused_naming_it() -> None:
+    with pytest.raises(InvalidArgument, match="payment_method: no such token 'tok_unknownBrand'"):
+        domain.authorization("tok_unknownBrand", 1_000, "ride 42")
