@@ -19,7 +19,7 @@ async def reserve(conn: AsyncConnection[Any], driver_id: uuid.UUID, ride_id: str
     """Reserves a free driver for the ride, fenced: the write is accepted only with a token
     no older than the newest this driver has seen, so a stale lock holder is rejected."""
     cursor = await conn.execute(
-        "UPDATE drivers SET ride_id = %s, fence = %s, offer = NULL"
+        "UPDATE drivers SET ride_id = %s, fence = %s, offer = NULL, confirmed = false"
         " WHERE driver_id = %s AND ride_id IS NULL AND fence <= %s",
         (ride_id, token, driver_id, token),
     )
@@ -44,6 +44,14 @@ class DriverRegistry:
                 )
             ).fetchone()
         return row is not None
+
+    async def reservation(self, driver_id: uuid.UUID) -> tuple[str | None, int, bool] | None:
+        """The driver's current (ride_id, fence, confirmed), or None for an unknown driver."""
+        async with self.pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT ride_id, fence, confirmed FROM drivers WHERE driver_id = %s", (driver_id,))
+            ).fetchone()
+        return (str(row[0]) if row[0] else None, int(row[1]), bool(row[2])) if row else None
 
     async def keep_offer(self, driver_id: uuid.UUID, offer: bytes, ride_id: str, fence: int) -> bool:
         """Records the offer sent for the driver's current reservation; False if that

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 
 from services.shared import validation
 from services.shared.errors import InvalidArgument
@@ -57,3 +58,20 @@ def nearby_query(center: Position, radius_km: float, limit: int) -> NearbyQuery:
 
 def is_available(last_heard_ms: float | None, now_ms: float, phi_suspects: bool = False) -> bool:
     return last_heard_ms is not None and now_ms - last_heard_ms <= MAX_SILENCE_MS and not phi_suspects
+
+
+class Acceptance(StrEnum):
+    """Where a driver's acceptance stands, as the driver service can see it."""
+
+    CONFIRMED = "confirmed"  # the saga took it: the pivot passed, the driver is on the ride
+    PENDING = "pending"  # published, not yet decided by the saga
+    WITHDRAWN = "withdrawn"  # the saga moved on first (a timeout, a cancel): released
+
+
+def acceptance(reservation: tuple[str | None, int, bool] | None, ride_id: str, fence: int) -> Acceptance:
+    """Judges the driver's row (ride_id, fence, confirmed) for the offer (ride_id, fence):
+    only trip's ConfirmDriver makes an acceptance true; a reservation that is no longer
+    this offer's means the saga released the driver instead."""
+    if reservation is None or reservation[0] != ride_id or reservation[1] != fence:
+        return Acceptance.WITHDRAWN
+    return Acceptance.CONFIRMED if reservation[2] else Acceptance.PENDING

@@ -20,10 +20,10 @@ from services.driver import domain
 from services.driver.adapters import DriverLocations, DriverRegistry
 from services.driver.offers import OfferHub
 from services.driver.participant import REPLIES, DriverParticipant
-from services.shared import config, db, validation
+from services.shared import config, db, retention, validation
 from services.shared.clocks import HybridLogicalClock
 from services.shared.eos import LoopConfig, TransactionalLoop
-from services.shared.errors import FailedPrecondition, InvalidArgument, NotFound, grpc_errors
+from services.shared.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound, grpc_errors
 from services.shared.failure_detectors import PhiAccrualDetector
 from services.shared.grpc_server import Context, Lifecycle, serve
 from services.shared.locks import FencedLock
@@ -34,6 +34,9 @@ from services.shared.telemetry import ride_scope
 from services.shared.topology import service
 
 SPEC = service("driver")
+# An acceptance is answered once the saga has taken it; the app calls with a 5 s deadline.
+ACCEPT_WAIT_SECONDS = 3.0
+ACCEPT_POLL_SECONDS = 0.02
 log = logging.getLogger(__name__)
 
 
@@ -113,7 +116,29 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
                 env = envelope(self.clock, message_id, str(ride), "", driver_declined=declined)
             await self.publisher.send(outgoing(REPLIES, env))
             await self.registry.answered(driver, request.fence)
+            if request.accept:
+                await self._taken(driver, str(ride), request.fence)
         return driver_pb2.OfferResponseAck()
+
+    async def _taken(self, driver: uuid.UUID, ride_id: str, fence: int) -> None:
+        """Answers an acceptance only once the saga has decided it (the pivot race: the
+        offer's timeout or the rider's cancel may reach trip first). Confirmed: OK. The
+        saga released the driver instead: FAILED_PRECONDITION, the app is not on the ride.
+        Undecided within ACCEPT_WAIT_SECONDS: UNAVAILABLE, and the app sends it again
+        (the same message id, so the saga still counts it once)."""
+        deadline = time.monotonic() + ACCEPT_WAIT_SECONDS
+        while True:
+            match domain.acceptance(await self.registry.reservation(driver), ride_id, fence):
+                case domain.Acceptance.CONFIRMED:
+                    return
+                case domain.Acceptance.WITHDRAWN:
+                    raise FailedPrecondition(
+                        f"the offer of ride {ride_id} (fence {fence}) was withdrawn before the trip took the"
+                        " acceptance: the driver is not on this ride"
+                    )
+            if time.monotonic() >= deadline:
+                raise DependencyUnavailable(f"the trip has not yet taken the acceptance of ride {ride_id}", 0.5)
+            await asyncio.sleep(ACCEPT_POLL_SECONDS)
 
     @grpc_errors
     async def CompleteTrip(
@@ -208,6 +233,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     lifecycle.on_close(client.aclose)
     lifecycle.on_close(publisher.close)
     lifecycle.spawn("driver-participant", loop.run)
+    lifecycle.spawn("reap-handled-commands", retention.reaper(pool, "handled_commands"))
 
 
 def main() -> None:

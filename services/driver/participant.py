@@ -1,5 +1,6 @@
 """Driver's side of the saga: reserve the nearest available driver under a fenced lock,
-and release a reservation only if its token still matches.
+release a reservation only if its token still matches, and learn of the pivot
+(ConfirmDriver) the same fenced way.
 
 Property: a driver is reserved for at most one ride (the reservation is a conditional
 UPDATE of its row, guarded by the lock's fencing token, so a holder paused past its lease
@@ -85,14 +86,19 @@ class DriverParticipant:
         except ValueError as error:
             raise Poison(str(error)) from None
         kind = env.WhichOneof("body")
-        if kind not in ("reserve_driver", "release_driver"):
+        if kind not in ("reserve_driver", "release_driver", "confirm_driver"):
             raise Poison(f"driver does not handle messages of type {kind!r}")
         async with self.pool.connection() as conn:
             row = await (
                 await conn.execute("SELECT reply FROM handled_commands WHERE message_id = %s", (env.message_id,))
             ).fetchone()
         if row is not None:
+            if not row[0]:
+                return []  # a command that has no reply (ConfirmDriver)
             reply = saga_pb2.Envelope.FromString(row[0])
+        elif kind == "confirm_driver":
+            await self._confirm(env)
+            return []
         elif kind == "reserve_driver":
             try:
                 reply = await self._reserve(env)
@@ -155,7 +161,8 @@ class DriverParticipant:
         async with self.pool.connection() as conn, conn.transaction():
             # Fenced: only the holder of the current token releases the reservation.
             await conn.execute(
-                "UPDATE drivers SET ride_id = NULL, offer = NULL WHERE driver_id = %s AND ride_id = %s AND fence = %s",
+                "UPDATE drivers SET ride_id = NULL, offer = NULL, confirmed = false"
+                " WHERE driver_id = %s AND ride_id = %s AND fence = %s",
                 (uuid.UUID(cmd.driver_id), env.ride_id, cmd.fence),
             )
             reply = envelope(
@@ -170,6 +177,19 @@ class DriverParticipant:
                 (env.message_id, reply.SerializeToString()),
             )
         return reply
+
+    async def _confirm(self, env: saga_pb2.Envelope) -> None:
+        """The pivot: the saga took this driver's acceptance. Fenced like the release: a
+        confirmation for a reservation that no longer stands changes nothing."""
+        cmd = env.confirm_driver
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE drivers SET confirmed = true WHERE driver_id = %s AND ride_id = %s AND fence = %s",
+                (uuid.UUID(cmd.driver_id), env.ride_id, cmd.fence),
+            )
+            await conn.execute(
+                "INSERT INTO handled_commands (message_id, reply) VALUES (%s, %s)", (env.message_id, b"")
+            )
 
     async def _offer(self, env: saga_pb2.Envelope, offered: saga_pb2.DriverOffered) -> None:
         """Queues the offer for the driver's app, if the reservation still stands."""

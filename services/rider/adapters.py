@@ -96,18 +96,33 @@ class RequestStore:
         async with self.pool.connection() as conn:
             await conn.execute("DELETE FROM idempotency_keys WHERE rider_id = %s AND key = %s", (rider_id, key))
 
-    async def claim_live_ride(self, rider_id: uuid.UUID, ride_id: uuid.UUID) -> uuid.UUID:
-        """Claims the rider's one live-ride slot for ride_id; returns whoever holds it."""
+    async def claim_live_ride(self, rider_id: uuid.UUID, ride_id: uuid.UUID) -> tuple[uuid.UUID, float]:
+        """Claims the rider's one live-ride slot for ride_id; returns whoever holds it, and
+        how many seconds ago it was claimed."""
         async with self.pool.connection() as conn:
             await conn.execute(
                 "INSERT INTO live_rides (rider_id, ride_id) VALUES (%s, %s) ON CONFLICT DO NOTHING", (rider_id, ride_id)
             )
             row = await (
-                await conn.execute("SELECT ride_id FROM live_rides WHERE rider_id = %s", (rider_id,))
+                await conn.execute(
+                    "SELECT ride_id, extract(epoch FROM now() - claimed_at) FROM live_rides WHERE rider_id = %s",
+                    (rider_id,),
+                )
             ).fetchone()
         assert row is not None
-        holder: uuid.UUID = row[0]
-        return holder
+        return row[0], float(row[1])
+
+    async def slots_older_than(self, seconds: float, limit: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """(rider_id, ride_id) of live-ride slots claimed more than `seconds` ago, oldest first."""
+        async with self.pool.connection() as conn:
+            rows = await (
+                await conn.execute(
+                    "SELECT rider_id, ride_id FROM live_rides WHERE claimed_at < now() - make_interval(secs => %s)"
+                    " ORDER BY claimed_at LIMIT %s",
+                    (seconds, limit),
+                )
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
 
     async def release_live_ride(self, rider_id: uuid.UUID, ride_id: uuid.UUID) -> None:
         async with self.pool.connection() as conn:

@@ -41,6 +41,11 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 TRIP_TIMEOUT_SECONDS = 5.0
 REAP_INTERVAL_SECONDS = 60.0
+# A slot whose ride trip never created is an orphan once it is this old: far past the
+# deadline of the StartRide that should have created it.
+ORPHANED_AFTER_SECONDS = 30.0
+FREE_SLOTS_INTERVAL_SECONDS = 5.0
+FREE_BATCH = 100
 
 
 class Forwarded(DomainError):
@@ -118,16 +123,35 @@ class RiderServicer(rider_pb2_grpc.RiderServiceServicer):
             raise Forwarded(error) from None
 
     async def _claim(self, want: RideRequest, ride_id: uuid.UUID) -> None:
-        """Takes the rider's single live-ride slot, freeing it first if its ride has ended."""
-        holder = await self.requests.claim_live_ride(want.rider_id, ride_id)
+        """Takes the rider's single live-ride slot, freeing it first if its ride has ended
+        or never began (an orphan: the call to trip failed after the claim)."""
+        holder, age = await self.requests.claim_live_ride(want.rider_id, ride_id)
         if holder == ride_id:
             return
-        existing = await self._trip_ride(holder)
-        if existing is not None and existing.terminal:
-            await self.requests.release_live_ride(want.rider_id, holder)
-            if await self.requests.claim_live_ride(want.rider_id, ride_id) == ride_id:
+        if await self._slot_is_free(want.rider_id, holder, age):
+            holder, _ = await self.requests.claim_live_ride(want.rider_id, ride_id)
+            if holder == ride_id:
                 return
         raise FailedPrecondition(f"rider {want.rider_id} already has a live ride {holder}")
+
+    async def _slot_is_free(self, rider_id: uuid.UUID, holder: uuid.UUID, age_seconds: float) -> bool:
+        """Frees the slot if its ride is over, or if trip never heard of it and the claim is
+        older than any StartRide could still be on its way (the call's deadline is 5 s)."""
+        existing = await self._trip_ride(holder)
+        if existing is None and age_seconds < ORPHANED_AFTER_SECONDS:
+            return False
+        if existing is not None and not existing.terminal:
+            return False
+        await self.requests.release_live_ride(rider_id, holder)
+        return True
+
+    async def free_slots(self) -> int:
+        """The reaper's round: frees the slots of rides that ended or never began, so a
+        rider who gave up is not locked out, and nothing is left held after faults stop."""
+        freed = 0
+        for rider_id, holder in await self.requests.slots_older_than(ORPHANED_AFTER_SECONDS, FREE_BATCH):
+            freed += await self._slot_is_free(rider_id, holder, ORPHANED_AFTER_SECONDS)
+        return freed
 
     @grpc_errors
     async def RequestRide(self, request: rider_pb2.RequestRideRequest, context: Context) -> rider_pb2.RideRequested:
@@ -155,8 +179,10 @@ class RiderServicer(rider_pb2_grpc.RiderServiceServicer):
             recovery = decision.recovery_point
         with ride_scope(str(ride_id)):
             try:
+                # Also on resuming at "ride_claimed": the slot may have been freed as an
+                # orphan meanwhile, and then it must be taken again (or refused).
+                await self._claim(want, ride_id)
                 if recovery == "started":
-                    await self._claim(want, ride_id)
                     await self.requests.advance(want.rider_id, key, "ride_claimed")
                 started = await self._to_trip(
                     self.trip.StartRide,
@@ -231,14 +257,17 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     limiter = TokenBucket(client, "ratelimit:ride-requests", *config.ride_request_limit())
     trip_calls = Downstream("rider->trip", redis=client)
-    rider_pb2_grpc.add_RiderServiceServicer_to_server(
-        RiderServicer(RiderStore(pool), requests, trip_pb2_grpc.TripServiceStub(channel), limiter, trip_calls), server
-    )
+    servicer = RiderServicer(RiderStore(pool), requests, trip_pb2_grpc.TripServiceStub(channel), limiter, trip_calls)
+    rider_pb2_grpc.add_RiderServiceServicer_to_server(servicer, server)
     lifecycle.on_close(client.aclose)
     lifecycle.spawn("publish-breaker", lambda stopping: every(1.0, stopping, trip_calls.publish, "publish breaker"))
     lifecycle.on_close(pool.close)
     lifecycle.on_close(channel.close)
     lifecycle.spawn("reap-keys", lambda stopping: reap_keys(requests, stopping))
+    lifecycle.spawn(
+        "free-slots",
+        lambda stopping: every(FREE_SLOTS_INTERVAL_SECONDS, stopping, servicer.free_slots, "freeing live-ride slots"),
+    )
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ async def insert_ride(conn: AsyncConnection[Any], ride: Ride, trace_id: str, tra
     """Creates the ride if it does not exist; True if this call created it."""
     cursor = await conn.execute(
         "INSERT INTO rides (ride_id, rider_id, payment_method, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng,"
-        " fare_cents, state, trace_id, traceparent) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " fare_cents, state, deadline_ms, trace_id, traceparent) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (ride_id) DO NOTHING",
         (
             ride.ride_id,
@@ -63,6 +63,7 @@ async def insert_ride(conn: AsyncConnection[Any], ride: Ride, trace_id: str, tra
             ride.dropoff.lng,
             ride.fare_cents,
             ride.state.value,
+            ride.deadline_ms,
             trace_id,
             traceparent,
         ),
@@ -104,12 +105,29 @@ async def append_log(
     message_id: str,
     message_hlc: str = "",
     sender_wall_ms: int = 0,
+    epochs: tuple[int, int] | None = None,
 ) -> None:
+    """`epochs`: for a timeout, (the sweeper epoch it carried, the epoch in force)."""
+    sweeper_epoch, in_force = epochs or (None, None)
     async with conn.cursor() as cursor:
         await cursor.executemany(
-            "INSERT INTO saga_log (ride_id, step, status, detail, hlc, message_id, message_hlc, sender_wall_ms)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            [(ride_id, e.step, e.status, e.detail, hlc, message_id, message_hlc, sender_wall_ms) for e, hlc in entries],
+            "INSERT INTO saga_log (ride_id, step, status, detail, hlc, message_id, message_hlc, sender_wall_ms,"
+            " sweeper_epoch, epoch_in_force) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    ride_id,
+                    e.step,
+                    e.status,
+                    e.detail,
+                    hlc,
+                    message_id,
+                    message_hlc,
+                    sender_wall_ms,
+                    sweeper_epoch,
+                    in_force,
+                )
+                for e, hlc in entries
+            ],
         )
 
 
@@ -143,19 +161,35 @@ async def mark_processed(conn: AsyncConnection[Any], message_id: str, outputs: l
     )
 
 
-async def overdue(conn: AsyncConnection[Any], now_ms: int, limit: int) -> list[tuple[str, str, int, int, str]]:
-    """(ride_id, state, match_attempt, deadline_ms, traceparent) of rides past a deadline."""
+async def overdue(
+    conn: AsyncConnection[Any], now_ms: int, limit: int, skip: list[str]
+) -> list[tuple[str, str, int, int, str]]:
+    """(ride_id, state, match_attempt, deadline_ms, traceparent) of rides past a deadline,
+    oldest first, leaving out `skip` (rides whose timeout was just sent)."""
     rows = await (
         await conn.execute(
             "SELECT ride_id, state, match_attempt, deadline_ms, traceparent FROM rides"
-            " WHERE deadline_ms IS NOT NULL AND deadline_ms <= %s ORDER BY deadline_ms LIMIT %s",
-            (now_ms, limit),
+            " WHERE deadline_ms IS NOT NULL AND deadline_ms <= %s AND NOT (ride_id = ANY(%s::uuid[]))"
+            " ORDER BY deadline_ms LIMIT %s",
+            (now_ms, skip, limit),
         )
     ).fetchall()
     return [(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 
 
-async def stale_sweeper(conn: AsyncConnection[Any], epoch: int) -> bool:
-    """Whether a sweeper's epoch is older than the current leader's."""
-    row = await (await conn.execute("SELECT epoch FROM sweeper_epoch WHERE id = 1")).fetchone()
-    return row is not None and epoch < int(row[0])
+async def sweeper_epoch_in_force(conn: AsyncConnection[Any]) -> int:
+    """The current sweeper leader's epoch, share-locked until the transaction ends, so no
+    new leader can claim an epoch between this read and the transition it guards."""
+    row = await (await conn.execute("SELECT epoch FROM sweeper_epoch WHERE id = 1 FOR SHARE")).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def entries_of(conn: AsyncConnection[Any], ride_id: str, message_id: str) -> list[tuple[str, str, str]]:
+    """(step, status, detail) of the saga-log entries one message caused, in order."""
+    rows = await (
+        await conn.execute(
+            "SELECT step, status, detail FROM saga_log WHERE ride_id = %s AND message_id = %s ORDER BY seq",
+            (ride_id, message_id),
+        )
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]

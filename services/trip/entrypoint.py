@@ -5,6 +5,7 @@ steps, runs as separate processes with a leader elected on ZooKeeper (sweeper.py
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -16,10 +17,10 @@ from ridesaga.driver.v1 import driver_pb2_grpc
 from ridesaga.payment.v1 import payment_pb2_grpc
 from ridesaga.saga.v1 import saga_pb2
 from ridesaga.trip.v1 import trip_pb2, trip_pb2_grpc
-from services.shared import config, db, mesh, validation
+from services.shared import config, db, mesh, retention, validation
 from services.shared.clocks import HybridLogicalClock
 from services.shared.eos import LoopConfig, TransactionalLoop
-from services.shared.errors import FailedPrecondition, InvalidArgument, NotFound, grpc_errors
+from services.shared.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound, grpc_errors
 from services.shared.grpc_server import Context, Lifecycle, serve
 from services.shared.messages import envelope, outgoing
 from services.shared.probe import probe
@@ -32,7 +33,9 @@ from services.trip.sweeper import TRIP_COMMANDS
 
 SPEC = service("trip")
 WATCH_POLL_SECONDS = 0.2
-MAX_PAYMENT_METHOD = 64
+CANCEL_WAIT_SECONDS = 3.0  # within rider's 5 s deadline for the call
+CANCEL_POLL_SECONDS = 0.02
+SAGA_POOL_SIZE = 4
 
 
 def _point(field: str, where: common_pb2.LatLng, present: bool) -> saga.Point:
@@ -88,10 +91,10 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
         rider_id = str(validation.identifier("rider_id", request.rider_id))
         pickup = _point("pickup", request.pickup, request.HasField("pickup"))
         dropoff = _point("dropoff", request.dropoff, request.HasField("dropoff"))
-        method = request.payment_method or "tok_visa"
-        if len(method) > MAX_PAYMENT_METHOD:
-            raise InvalidArgument("payment_method", f"must be at most {MAX_PAYMENT_METHOD} characters")
-        ride = saga.Ride(ride_id, rider_id, method, pickup, dropoff, fares.estimate_cents(pickup, dropoff))
+        # The token's shape only; whether the processor knows it is the processor's answer.
+        method = validation.payment_method("payment_method", request.payment_method or "tok_visa")
+        fare = fares.estimate_cents(pickup, dropoff)
+        ride = saga.new_ride(ride_id, rider_id, method, pickup, dropoff, fare, int(time.time() * 1000))
         with ride_scope(ride_id):
             span_context = trace.get_current_span().get_span_context()
             carrier: dict[str, str] = {}
@@ -142,7 +145,27 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
             body = saga_pb2.CancelRequested(reason=request.reason or "rider_cancelled")
             env = envelope(self.clock, f"{ride_id}:cancel", ride_id, "", cancel_requested=body)
             await self.publisher.send(outgoing(TRIP_COMMANDS, env))
-            return current
+            return await self._cancel_outcome(ride_id, env.message_id)
+
+    async def _cancel_outcome(self, ride_id: str, message_id: str) -> trip_pb2.Ride:
+        """Answers a cancel only once the saga has decided it: the driver may accept (the
+        pivot) between the check above and the cancel's turn, and then the cancel is
+        refused; the rider must hear that, not an OK. Undecided within CANCEL_WAIT_SECONDS:
+        UNAVAILABLE, and a retry (the same message id, counted once) asks again."""
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+        while True:
+            async with self.pool.connection() as conn:
+                entries = await adapters.entries_of(conn, ride_id, message_id)
+            refused = next(
+                (detail for step, status, detail in entries if (step, status) == ("cancel", "refused")), None
+            )
+            if refused is not None:
+                raise FailedPrecondition(f"ride {ride_id} was not cancelled: {refused} (its driver accepted first)")
+            if entries:
+                return await self._view(ride_id)
+            if time.monotonic() >= deadline:
+                raise DependencyUnavailable(f"the cancel of ride {ride_id} is not decided yet; ask again", 0.5)
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
 
     async def Probe(self, request: common_pb2.ProbeRequest, context: Context) -> common_pb2.ProbeReply:
         return await probe(
@@ -168,16 +191,21 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
         ),
         server,
     )
+    # A bulkhead: the saga has connections of its own, so riders watching their rides
+    # (WatchRide polls) can never starve the transitions that end those rides.
+    saga_pool = await db.open_pool(settings.postgres_dsn(SPEC.name), max_size=SAGA_POOL_SIZE)
     loop = TransactionalLoop(
         LoopConfig.for_group(
             "trip-orchestrator", settings.kafka_bootstrap, (TRIP_COMMANDS, "trip.replies"), config.replica_suffix()
         ),
-        Orchestrator(pool, clock).handle,
+        Orchestrator(saga_pool, clock).handle,
     )
     lifecycle.on_close(pool.close)
+    lifecycle.on_close(saga_pool.close)
     lifecycle.on_close(channel.close)
     lifecycle.on_close(publisher.close)
     lifecycle.spawn("orchestrator", loop.run)
+    lifecycle.spawn("reap-processed-messages", retention.reaper(pool, "processed_messages"))
 
 
 def main() -> None:

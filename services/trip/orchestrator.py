@@ -86,6 +86,9 @@ def to_envelope(ride: saga.Ride, command: saga.Command, clock: HybridLogicalCloc
         case saga.ReleaseDriver(driver_id=driver, fence=fence):
             body5 = saga_pb2.ReleaseDriver(driver_id=driver, fence=fence)
             return outgoing(DRIVER_COMMANDS, envelope(clock, mid, ride.ride_id, cause, release_driver=body5))
+        case saga.ConfirmDriver(driver_id=driver, fence=fence):
+            body6 = saga_pb2.ConfirmDriver(driver_id=driver, fence=fence)
+            return outgoing(DRIVER_COMMANDS, envelope(clock, mid, ride.ride_id, cause, confirm_driver=body6))
 
 
 class Orchestrator:
@@ -106,11 +109,15 @@ class Orchestrator:
             ride = await adapters.load_ride(conn, env.ride_id, lock=True)
             if ride is None:
                 raise Poison(f"unknown ride {env.ride_id}")
-            if isinstance(event, saga.StepTimedOut) and await adapters.stale_sweeper(conn, env.step_timed_out.epoch):
-                # Sent by a sweeper that is no longer the leader: fenced, no effect.
-                trace.get_current_span().add_event("fenced: stale sweeper epoch", {"epoch": env.step_timed_out.epoch})
-                await adapters.mark_processed(conn, env.message_id, [])
-                return []
+            epochs = None
+            if isinstance(event, saga.StepTimedOut):
+                epochs = (env.step_timed_out.epoch, await adapters.sweeper_epoch_in_force(conn))
+                if epochs[0] < epochs[1]:
+                    # Sent by a sweeper that is no longer the leader: fenced, no effect. Its
+                    # id carries its epoch, so the new leader's timeout is not a duplicate.
+                    trace.get_current_span().add_event("fenced: stale sweeper epoch", {"epoch": epochs[0]})
+                    await adapters.mark_processed(conn, env.message_id, [])
+                    return []
             decision = saga.decide(ride, event, int(time.time() * 1000))
             span = trace.get_current_span()
             if decision.ride.state != ride.state:
@@ -127,6 +134,7 @@ class Orchestrator:
                 env.message_id,
                 env.hlc,
                 env.sent_wall_ms,
+                epochs,
             )
             out = [to_envelope(decision.ride, c, self.clock, env.message_id) for c in decision.commands]
             await adapters.mark_processed(conn, env.message_id, [(o.topic, o.value or b"") for o in out])

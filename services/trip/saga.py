@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from services.shared.messages import PAYMENT_REJECTED
+
 
 class State(StrEnum):
     PENDING = "PENDING"
@@ -200,7 +202,15 @@ class ReleaseDriver:
     fence: int
 
 
-Command = AuthorizePayment | VoidPayment | CapturePayment | ReserveDriver | ReleaseDriver
+@dataclass(frozen=True)
+class ConfirmDriver:
+    """The pivot, told to the driver: only now is the acceptance answered "accepted"."""
+
+    driver_id: str
+    fence: int
+
+
+Command = AuthorizePayment | VoidPayment | CapturePayment | ReserveDriver | ReleaseDriver | ConfirmDriver
 
 
 def message_id(ride_id: str, command: Command) -> str:
@@ -216,6 +226,8 @@ def message_id(ride_id: str, command: Command) -> str:
             return f"{ride_id}:reserve_driver:{attempt}"
         case ReleaseDriver(driver_id=driver_id, fence=fence):
             return f"{ride_id}:release_driver:{driver_id}:{fence}"
+        case ConfirmDriver(driver_id=driver_id, fence=fence):
+            return f"{ride_id}:confirm_driver:{driver_id}:{fence}"
 
 
 @dataclass(frozen=True)
@@ -238,6 +250,14 @@ def _enter(ride: Ride, state: State, now_ms: int, **changes: object) -> Ride:
     return dataclasses.replace(ride, state=state, deadline_ms=deadline, **changes)  # type: ignore[arg-type]
 
 
+def new_ride(
+    ride_id: str, rider_id: str, payment_method: str, pickup: Point, dropoff: Point, fare_cents: int, now_ms: int
+) -> Ride:
+    """A requested ride: PENDING, with a deadline like every live state, so a ride whose
+    RideRequested never reached the orchestrator is started by the sweeper instead."""
+    return _enter(Ride(ride_id, rider_id, payment_method, pickup, dropoff, fare_cents), State.PENDING, now_ms)
+
+
 def _match(ride: Ride, now_ms: int, log: list[LogEntry], commands: list[Command]) -> Decision:
     attempt = ride.match_attempt + 1
     matching = _enter(ride, State.MATCHING, now_ms, match_attempt=attempt, driver_id="", fence=0)
@@ -245,10 +265,14 @@ def _match(ride: Ride, now_ms: int, log: list[LogEntry], commands: list[Command]
     return Decision(matching, [*commands, ReserveDriver(attempt, ride.excluded)], log)
 
 
-def _rematch_or_give_up(ride: Ride, now_ms: int, log: list[LogEntry], commands: list[Command]) -> Decision:
+def _rematch_or_give_up(ride: Ride, now_ms: int, log: list[LogEntry], *, driver_held: bool = False) -> Decision:
+    """Matches again after a backoff, or gives up after MAX_MATCH_ATTEMPTS. A driver still
+    held (an offer declined or unanswered) is released first: when giving up, as the first
+    compensation, before the hold is voided (reverse order)."""
     if ride.match_attempt >= MAX_MATCH_ATTEMPTS:
         log.append(LogEntry("match_driver", "failed", f"no driver after {ride.match_attempt} attempts"))
-        return _compensate(ride, "no_driver", now_ms, log, commands)
+        return _compensate(ride, "no_driver", now_ms, log, [], driver_held=driver_held)
+    commands: list[Command] = [ReleaseDriver(ride.driver_id, ride.fence)] if driver_held else []
     waiting = dataclasses.replace(
         ride,
         state=State.MATCH_BACKOFF,
@@ -318,7 +342,17 @@ def decide(ride: Ride, event: Event, now_ms: int) -> Decision:
             return _match(authorized, now_ms, log, [])
         case State.AUTHORIZING, PaymentDeclined(reason=reason):
             # Payment answers "processor unavailable" at once while its breaker is open.
-            outcome = "payment_unavailable" if reason.startswith(PROCESSOR_UNAVAILABLE) else "card_declined"
+            outcome = next(
+                (
+                    o
+                    for prefix, o in (
+                        (PROCESSOR_UNAVAILABLE, "payment_unavailable"),
+                        (PAYMENT_REJECTED, PAYMENT_REJECTED),
+                    )
+                    if reason.startswith(prefix)
+                ),
+                "card_declined",
+            )
             log += [LogEntry("authorize_payment", "failed", reason), LogEntry("ride", "cancelled", outcome)]
             return Decision(_enter(ride, State.CANCELLED, now_ms, outcome=outcome), [], log)
         case State.AUTHORIZING, StepTimedOut(step="AUTHORIZING"):
@@ -328,7 +362,7 @@ def decide(ride: Ride, event: Event, now_ms: int) -> Decision:
             log.append(LogEntry("match_driver", "offered", d))
             return Decision(_enter(ride, State.OFFERED, now_ms, driver_id=d, fence=f), [], log)
         case State.MATCHING, NoDriverAvailable(attempt=a) if a == ride.match_attempt:
-            return _rematch_or_give_up(ride, now_ms, log, [])
+            return _rematch_or_give_up(ride, now_ms, log)
         case State.MATCHING, StepTimedOut(step="MATCHING", attempt=a) if a == ride.match_attempt:
             log.append(LogEntry("match_driver", "resent", "timeout"))
             return Decision(_enter(ride, State.MATCHING, now_ms), [ReserveDriver(a, ride.excluded)], log)
@@ -336,18 +370,18 @@ def decide(ride: Ride, event: Event, now_ms: int) -> Decision:
             return _match(ride, now_ms, log, [])
         case State.OFFERED, DriverAccepted(driver_id=d, fence=f) if (d, f) == (ride.driver_id, ride.fence):
             log.append(LogEntry("driver_accepts", "ok", f"{d} (pivot)"))
-            return Decision(_enter(ride, State.ACCEPTED, now_ms), [], log)
+            return Decision(_enter(ride, State.ACCEPTED, now_ms), [ConfirmDriver(d, f)], log)
         case State.OFFERED, DriverDeclined(driver_id=d, fence=f, reason=reason) if (d, f) == (
             ride.driver_id,
             ride.fence,
         ):
             log.append(LogEntry("driver_accepts", "declined", f"{d}: {reason}"))
             declined = dataclasses.replace(ride, excluded=(*ride.excluded, d))
-            return _rematch_or_give_up(declined, now_ms, log, [ReleaseDriver(d, f)])
+            return _rematch_or_give_up(declined, now_ms, log, driver_held=True)
         case State.OFFERED, StepTimedOut(step="OFFERED", attempt=a) if a == ride.match_attempt:
             log.append(LogEntry("driver_accepts", "declined", f"{ride.driver_id}: no answer"))
             declined = dataclasses.replace(ride, excluded=(*ride.excluded, ride.driver_id))
-            return _rematch_or_give_up(declined, now_ms, log, [ReleaseDriver(ride.driver_id, ride.fence)])
+            return _rematch_or_give_up(declined, now_ms, log, driver_held=True)
         case State.ACCEPTED, TripCompleted(driver_id=d) if d == ride.driver_id:
             log += [LogEntry("complete_ride", "ok", d), LogEntry("capture_payment", "started")]
             capture = CapturePayment(ride.hold_id, ride.fare_cents, ride.driver_id)

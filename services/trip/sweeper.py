@@ -7,7 +7,12 @@ Two sweepers run; one leads, elected on ZooKeeper (services/shared/leadership.py
 leader's every sweep is a write fenced by its epoch: it succeeds only while no newer
 leader has claimed the epoch row, so a leader that was paused past its session and
 wakes up is refused, records the refusal and steps down. Its StepTimedOut messages carry
-the epoch too, and the orchestrator ignores those older than the current one."""
+the epoch too, and the orchestrator ignores those older than the current one.
+
+Liveness: the epoch is part of each timeout's message id, so a timeout fenced as stale
+never hides the next leader's copy of it; a timeout not yet acted on is sent again every
+RESEND_SECONDS; and rides already sent are left out of the next query, so a backlog of
+queued timeouts never starves the rest of the overdue rides (docs/saga.md, "Liveness")."""
 
 from __future__ import annotations
 
@@ -17,8 +22,8 @@ import logging
 import os
 import signal
 import time
-from collections import OrderedDict
 
+import psycopg
 from opentelemetry import propagate, trace
 from psycopg_pool import AsyncConnectionPool
 
@@ -33,12 +38,19 @@ from services.trip import adapters
 
 SWEEP_INTERVAL_SECONDS = 0.5
 BATCH = 200
-REMEMBERED = 10_000
+CLAIM_LOCK_SECONDS = 2
+RESEND_SECONDS = 10.0  # a timeout still overdue this long after it was sent goes out again
 TRIP_COMMANDS = "trip.commands"
 ELECTION_PATH = "/ridesaga/trip/sweeper"
 SESSION_TIMEOUT_SECONDS = 4.0
 tracer = trace.get_tracer(__name__)
 log = logging.getLogger("sweeper")
+
+
+def timeout_message_id(ride_id: str, state: str, attempt: int, deadline_ms: int, epoch: int) -> str:
+    """One id per (deadline, leader term): a new leader's timeout is never taken for a
+    copy of the one a stale leader sent (which the orchestrator fenced and recorded)."""
+    return f"{ride_id}:timeout:{state}:{attempt}:{deadline_ms}:epoch:{epoch}"
 
 
 class Sweeper:
@@ -47,16 +59,24 @@ class Sweeper:
         self.publisher = publisher
         self.clock = clock
         self.name = name
-        self.sent: OrderedDict[str, None] = OrderedDict()
+        # ride id -> (message id, when sent), for this term only: a new term starts empty.
+        self.sent: dict[str, tuple[str, float]] = {}
 
     async def claim(self, epoch: int) -> bool:
-        """Records this leader's epoch, unless a newer leader already has."""
-        async with self.pool.connection() as conn:
-            cursor = await conn.execute(
-                "UPDATE sweeper_epoch SET epoch = %s, leader = %s, since = now() WHERE id = 1 AND epoch < %s",
-                (epoch, self.name, epoch),
-            )
-            return cursor.rowcount == 1
+        """Records this leader's epoch, unless a newer leader already has. Gives up after
+        CLAIM_LOCK_SECONDS if the row is share-locked by a transition in progress (trip
+        paused inside one must not hold up the election; the campaign simply runs again)."""
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = '{CLAIM_LOCK_SECONDS}s'".encode())
+                cursor = await conn.execute(
+                    "UPDATE sweeper_epoch SET epoch = %s, leader = %s, since = now() WHERE id = 1 AND epoch < %s",
+                    (epoch, self.name, epoch),
+                )
+                return cursor.rowcount == 1
+        except psycopg.errors.LockNotAvailable:
+            log.warning("epoch row busy; campaigning again", extra={"fields": {"epoch": epoch}})
+            return False
 
     async def sweep_once(self, epoch: int) -> bool:
         """One fenced sweep; False if a newer leader has taken over (the write was refused)."""
@@ -74,24 +94,23 @@ class Sweeper:
                 " SET epoch = EXCLUDED.epoch, runs = sweeper_runs.runs + 1, last_run = now()",
                 (self.name, epoch),
             )
-            due = await adapters.overdue(conn, int(time.time() * 1000), BATCH)
+            now = time.monotonic()
+            self.sent = {ride: sent for ride, sent in self.sent.items() if now - sent[1] < RESEND_SECONDS}
+            due = await adapters.overdue(conn, int(time.time() * 1000), BATCH, list(self.sent))
         for ride_id, state, attempt, deadline, traceparent in due:
-            message_id = f"{ride_id}:timeout:{state}:{attempt}:{deadline}"
-            if message_id in self.sent:
-                continue
+            message_id = timeout_message_id(ride_id, state, attempt, deadline, epoch)
             body = saga_pb2.StepTimedOut(step=state, attempt=attempt, epoch=epoch)
             parent = propagate.extract({"traceparent": traceparent} if traceparent else {})
             with tracer.start_as_current_span(f"sweeper: {state} timed out", context=parent), ride_scope(ride_id):
                 env = envelope(self.clock, message_id, ride_id, "", step_timed_out=body)
                 await self.publisher.send(outgoing(TRIP_COMMANDS, env))
-            self.sent[message_id] = None
-            if len(self.sent) > REMEMBERED:
-                self.sent.popitem(last=False)
+            self.sent[ride_id] = (message_id, time.monotonic())
         return True
 
     async def lead(self, leadership: Leadership, epoch: int, stopping: asyncio.Event) -> None:
         """Sweeps while leading. The fenced write comes first in every round: a leader
         resumed after a pause tries once more, is refused, and steps down."""
+        self.sent = {}
         while not stopping.is_set():
             try:
                 if not await self.sweep_once(epoch):

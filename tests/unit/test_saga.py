@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.shared.messages import PAYMENT_REJECTED
 from services.trip import saga
 from services.trip.saga import (
     AuthorizePayment,
@@ -64,6 +65,7 @@ def test_the_happy_path_authorizes_first_then_matches_then_captures() -> None:
     assert commands == [
         AuthorizePayment(1234),
         ReserveDriver(1, ()),
+        saga.ConfirmDriver("d1", 7),
         CapturePayment("h1", 1234, "d1"),
         ReleaseDriver("d1", 7),
     ]
@@ -121,6 +123,37 @@ def test_matching_gives_up_after_the_last_attempt_and_voids_the_hold() -> None:
     ride, commands = run(ride, NoDriverAvailable(saga.MAX_MATCH_ATTEMPTS))
     assert (ride.state, ride.outcome) == (State.COMPENSATING, "no_driver")
     assert commands == [VoidPayment("h1")]
+
+
+def test_giving_up_after_a_declined_last_offer_releases_the_driver_before_voiding_the_hold() -> None:
+    """Both compensations in reverse order (property 8): the void waits for the release's
+    answer, instead of both going out at once on two topics."""
+    ride, _ = run(RIDE, RideRequested(), PaymentAuthorized("h1", 1234))
+    for attempt in range(1, saga.MAX_MATCH_ATTEMPTS):
+        ride, _ = run(ride, NoDriverAvailable(attempt), StepTimedOut("MATCH_BACKOFF", attempt))
+    ride, _ = run(ride, DriverOffered("d9", 11, saga.MAX_MATCH_ATTEMPTS))
+    for last in (DriverDeclined("d9", 11, saga.MAX_MATCH_ATTEMPTS, "declined"), StepTimedOut("OFFERED", 8)):
+        given_up, commands = run(ride, last)
+        assert (given_up.state, given_up.outcome) == (State.COMPENSATING, "no_driver")
+        assert given_up.compensations == (saga.RELEASE, saga.VOID)
+        assert commands == [ReleaseDriver("d9", 11)]
+        done, commands = run(given_up, saga.DriverReleased("d9"))
+        assert done.state == State.COMPENSATING and commands == [VoidPayment("h1")]
+        done, commands = run(done, saga.PaymentVoided("h1"))
+        assert done.state == State.CANCELLED and commands == []
+
+
+def test_a_permanent_payment_refusal_cancels_the_ride_naming_it() -> None:
+    reason = f"{PAYMENT_REJECTED}: INVALID_ARGUMENT: payment_method: no such token 'tok_unknownBrand'"
+    ride, commands = run(RIDE, RideRequested(), saga.PaymentDeclined(reason))
+    assert (ride.state, ride.outcome, commands) == (State.CANCELLED, "payment_rejected", [AuthorizePayment(1234)])
+
+
+def test_a_new_ride_has_a_deadline_so_a_lost_start_is_swept() -> None:
+    ride = saga.new_ride("r1", "u1", "tok_visa", Point(1, 2), Point(3, 4), 500, NOW)
+    assert (ride.state, ride.deadline_ms) == (State.PENDING, NOW + saga.STEP_TIMEOUT_MS[State.PENDING])
+    started, commands = run(ride, StepTimedOut("PENDING", 0))
+    assert started.state == State.AUTHORIZING and commands == [AuthorizePayment(500)]
 
 
 def test_cancel_while_authorizing_waits_for_the_outcome_then_voids() -> None:
