@@ -88,9 +88,11 @@ def _check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['rides']} rides: {'valid' if result['valid'] else 'INVALID'}")
-        for name, found in result["violations"].items():
-            print(f"  {name}: {len(found)} e.g. {found[:3]}")
+        in_flight = ", ".join(f"{n} {what}" for what, n in result["in_flight"].items())
+        print(f"{result['rides']} rides: {'valid' if result['valid'] else 'INVALID'} (in flight: {in_flight})")
+        for kind, label in (("violations", "violation"), ("stuck", "stuck")):
+            for name, found in result[kind].items():
+                print(f"  {label}: {name}: {len(found)} e.g. {found[:3]}")
     return 0 if result["valid"] else 1
 
 
