@@ -22,8 +22,8 @@ def _scenario(name: str) -> Any:
     found = scenarios.all_scenarios().get(name) or scenarios.at_step(name)
     if found is None:
         raise UsageError(
-            f"unknown scenario {name!r}; `ridectl drill list` shows them (also kill-SERVICE-at-STEP,"
-            f" e.g. kill-payment-at-CAPTURING)"
+            f"unknown scenario {name!r}; `ridectl drill list` shows them (also kill-SERVICE-at-STATE,"
+            f" e.g. kill-payment-at-CAPTURING or kill-trip-at-PENDING)"
         )
     return found
 
@@ -40,14 +40,14 @@ def _one(name: str, args: argparse.Namespace, reports: Path) -> Verdict:
         flush=True,
     )
     if args.k8s and not (name.startswith("kill-") and "envoy" not in name):
-        raise UsageError(f"--k8s runs kill-SERVICE and kill-SERVICE-at-STEP scenarios (pod deletion), not {name!r}")
+        raise UsageError(f"--k8s runs kill-SERVICE and kill-SERVICE-at-STATE scenarios (pod deletion), not {name!r}")
     verdict = engine.run(scenario, rides=args.rides, rate=args.rate, seed=args.seed, k8s_namespace=args.k8s or "")
     return report.write(verdict, reports / name)
 
 
 def _print(verdict: Verdict) -> None:
     print(f"{verdict['scenario']}: {'VALID' if verdict['valid'] else 'INVALID'}")
-    for key in ("rides", "completed", "cancelled", "unfinished", "recovery_seconds", "seconds", "violations"):
+    for key in ("rides", "completed", "cancelled", "unfinished", "recovery_seconds", "seconds", "violations", "stuck"):
         print(f"  {key}: {verdict[key]}")
     for fault in verdict["faults"]:
         step = fault["detail"].get("step", "")
@@ -58,9 +58,14 @@ def _print(verdict: Verdict) -> None:
 def list_(args: argparse.Namespace) -> int:
     from ridectl.drills import scenarios
 
-    for name, scenario in scenarios.all_scenarios().items():
-        print(f"{name:<22} {' '.join(scenario.doc.split())}")
-    print(f"{'kill-SERVICE-at-STEP':<22} SIGKILL one service when a ride is at one step, e.g. kill-trip-at-ACCEPTED")
+    found = scenarios.all_scenarios()
+    width = max(len(name) for name in found)
+    for name, scenario in found.items():
+        print(f"{name:<{width}} {' '.join(scenario.doc.split())}")
+    print(
+        f"{'kill-SERVICE-at-STATE':<{width}} SIGKILL one service when a ride is in one saga state,"
+        " e.g. kill-trip-at-ACCEPTED, kill-trip-at-PENDING, kill-payment-at-COMPENSATING"
+    )
     return 0
 
 

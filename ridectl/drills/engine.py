@@ -5,7 +5,8 @@ databases, the psp's own records and the topics, and a report is written.
 The nemesis runs in a thread of its own and injects faults when it observes rides at
 the right saga step (in trip's database), never on a timer. Arrivals continue until at
 least `rides` rides were started, every fault has healed, and a few more seconds have
-passed, so that recovery is seen by rides booked after the fault."""
+passed, so that recovery is seen by rides booked after the fault. Stuck work (SPEC 7.12)
+makes a verdict invalid like a violation, and is reported apart from the violations."""
 
 from __future__ import annotations
 
@@ -19,15 +20,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
 
 from ridectl import checker
 from ridectl.drills import Verdict
-from ridectl.drills.history import Fault, History, check, not_recovered, outcomes, recovery
-from ridectl.drills.workload import Clients
+from ridectl.drills.history import Event, Fault, History, check, locked_out, not_recovered, outcomes, recovery
+from ridectl.drills.workload import REBOOK_BOUND_SECONDS, Clients, Mix
 from ridectl.stack import components, paths
 from ridectl.stack.errors import StackError
 from ridectl.stack.supervisor import Supervisor
@@ -35,9 +36,20 @@ from ridectl.stats import percentile
 from services.shared.eos import DEAD_LETTER_TOPIC
 from services.shared.messages import header_carrier
 from services.shared.topology import INFRA
+from services.trip.saga import TERMINAL, State
 
 TRIP_DB = f"host=127.0.0.1 port={INFRA.postgres} dbname=trip user=postgres"
+# Every saga state a fault can be aimed at, in saga order, and the steps every ride goes
+# through. The others are brief (PENDING: from trip's INSERT of the ride until the
+# orchestrator takes its RideRequested) or need riders who make them happen
+# (MATCH_BACKOFF: no driver is free; COMPENSATING: a cancel, or no driver in the end).
+STATES = tuple(s.value for s in State if s not in TERMINAL)
 STEPS = ("AUTHORIZING", "MATCHING", "OFFERED", "ACCEPTED", "CAPTURING")
+POLL_SECONDS = 0.01
+# PENDING lasts a few tens of ms, COMPENSATING one participant's round trip: polled faster
+# so that a ride in them is seen at all.
+FLEETING = frozenset({"PENDING", "COMPENSATING"})
+FLEETING_POLL_SECONDS = 0.002
 TAIL_SECONDS = 4.0  # arrivals continue at least this long after the last fault healed
 # ... and, past that, until a ride booked after the heal has completed (the system does
 # useful work again), at most this long; if none has, the verdict says `not_recovered`.
@@ -58,6 +70,10 @@ class Scenario:
     nemesis: Callable[[Drill], dict[str, Any]]
     rides: int = 30
     rate: float = 3.0
+    mix: Mix = field(default_factory=Mix)
+    # Checks over the whole history, once every client has finished (the nemesis's own
+    # checks are done when it is).
+    history_checks: Callable[[list[Event]], dict[str, bool]] | None = None
 
 
 class Drill:
@@ -86,6 +102,7 @@ class Drill:
         """Blocks until a ride booked during this drill has moved into saga state `state`
         since the last fault healed (so the stack is working again); the ride's id."""
         deadline = time.monotonic() + timeout
+        pause = FLEETING_POLL_SECONDS if state in FLEETING else POLL_SECONDS
         with psycopg.connect(TRIP_DB, autocommit=True) as conn:
             while time.monotonic() < deadline:
                 try:
@@ -98,7 +115,7 @@ class Drill:
                     row = None
                 if row:
                     return str(row[0])
-                time.sleep(0.01)
+                time.sleep(pause)
         raise DrillError(f"{self.name}: no ride was seen in state {state} within {timeout:.0f}s")
 
     def pid(self, name: str) -> int:
@@ -144,6 +161,18 @@ class Drill:
             os.kill(pid, sig)
             self.wait_healthy(name, old_pid=pid)
         return fault
+
+    @contextmanager
+    def paused(self, name: str, **detail: Any) -> Iterator[Fault]:
+        """SIGSTOPs `name` for the block (a process frozen: a long GC pause, a VM being
+        migrated) and SIGCONTs it when the block ends, also when it fails."""
+        pid = self.pid(name)
+        with self.window("pause", name, pid=pid, **detail) as fault:
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                yield fault
+            finally:
+                os.kill(pid, signal.SIGCONT)
 
     def _delete_pods(self, name: str, step: str, ride_id: str) -> Fault:
         """Deletes the workload's pods at once (no grace period, like a SIGKILL); the
@@ -229,7 +258,7 @@ def run(
     started = time.monotonic()
     history = History()
     drill = Drill(scenario.name, started, seed, k8s_namespace)
-    clients = Clients(history, started)
+    clients = Clients(history, started, scenario.mix)
     extra: dict[str, Any] = {}
     errors: list[str] = []
     done = threading.Event()
@@ -270,12 +299,20 @@ def _verdict(
     for fault in drill.faults:
         fault.recovery_seconds = recovery(fault, seen)
     snapshot = checker.collect()
-    violations: dict[str, list[Any]] = {**checker.check(snapshot), **check(events)}
+    found = checker.report(snapshot)
+    violations: dict[str, list[Any]] = {**found["violations"], **check(events)}
+    # Work left unresolved past the checker's bound (SPEC 7.12): reported apart from the
+    # violations, and like them it makes the verdict invalid.
+    stuck: dict[str, list[Any]] = found["stuck"]
+    if locked := locked_out(events, REBOOK_BOUND_SECONDS):
+        violations["rider_locked_out"] = locked
     acknowledged = {r.ride_id for r in seen if r.ride_id}
     lost = sorted(acknowledged - set(snapshot.rides))
     if lost:
         violations["acknowledged_ride_lost"] = lost
     checks: dict[str, bool] = extra.pop("checks", {})
+    if scenario.history_checks:
+        checks.update(scenario.history_checks(events))
     for name, held in checks.items():
         if not held:
             violations.setdefault("scenario_check_failed", []).append(name)
@@ -286,23 +323,25 @@ def _verdict(
         violations["nemesis_failed"] = errors
     if not drill.faults:
         violations.setdefault("nemesis_failed", []).append("no fault was injected")
-    elif stuck := not_recovered(drill.faults, RECOVERY_LIMIT_SECONDS):
-        violations["not_recovered"] = stuck
+    elif unrecovered := not_recovered(drill.faults, RECOVERY_LIMIT_SECONDS):
+        violations["not_recovered"] = unrecovered
     traces = _trace_ids(drill.wall_started)
     traced = sum(1 for r in seen if r.ride_id and traces.get(r.ride_id) == r.trace_id)
     recoveries = [f.recovery_seconds for f in drill.faults if f.recovery_seconds is not None]
     latencies = sorted(r.latency for r in seen if r.latency is not None and r.outcome == "completed")
     return {
         "scenario": scenario.name,
-        "valid": not violations,
+        "valid": not violations and not stuck,
         "rides": len(seen),
         "completed": sum(r.outcome == "completed" for r in seen),
         "cancelled": sum(r.state == "CANCELLED" for r in seen),
-        "unfinished": sum(r.ended_at is None for r in seen),
+        "unfinished": sum(r.ended_at is None and r.outcome != "gave_up" for r in seen),
         "outcomes": dict(
             sorted(Counter(r.outcome or ("unfinished" if r.ended_at is None else r.state) for r in seen).items())
         ),
         "violations": violations,
+        "stuck": stuck,
+        "in_flight": found["in_flight"],
         "recovery_seconds": max(recoveries) if recoveries else None,
         "faults": [asdict(f) for f in drill.faults],
         "checks": checks,

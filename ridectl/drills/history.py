@@ -4,8 +4,11 @@ not) or `info` (unknown: a timeout or a broken connection; it may or may not hav
 happened). Checks over the history and the recovery times are pure functions of it.
 
 Operations (`f`): `create-rider`, `request` (RequestRide with an idempotency key; a
-retry after `info` re-sends the same key) and `read` (following the ride until it is
-terminal; `ok` carries the terminal state)."""
+retry after `info` re-sends the same key), `read` (following the ride until it is
+terminal; `ok` carries the terminal state) and `cancel` (a stranded rider cancelling).
+A rider who gives up on a request marks its last completion `gave_up`; the new ride it
+then books is a client of its own whose requests carry `rebooking_for` (the process that
+gave up)."""
 
 from __future__ import annotations
 
@@ -86,6 +89,9 @@ def outcomes(events: list[Event]) -> list[RideOutcome]:
             continue
         if e.f == "request" and e.type == OK:
             ride.ride_id = e.ride_id
+            ride.key = e.key  # a rider refused before (its live ride) asked again with a new key
+        if e.f == "request" and e.value.get("gave_up"):
+            ride.outcome = "gave_up"
         if e.f == "read" and e.type == OK:
             ride.ended_at = e.time
             ride.state = str(e.value.get("state", ""))
@@ -119,6 +125,30 @@ def check(events: list[Event]) -> dict[str, list[Any]]:
     for process, f in open_ops:
         violations["invoke_never_completed"].append({"process": process, "f": f})
     return dict(violations)
+
+
+def locked_out(events: list[Event], bound_seconds: float) -> list[dict[str, Any]]:
+    """Riders who gave up on a request and had no new ride accepted (a request `ok` of the
+    client `rebooking_for` them) within `bound_seconds`: locked out by the request they
+    abandoned, whose live-ride slot was never freed (SPEC section 7, properties 11, 12)."""
+    gave_up = {e.process: e.time for e in events if e.f == "request" and e.value.get("gave_up")}
+    rebooking = {
+        e.process: int(e.value["rebooking_for"])
+        for e in events
+        if e.f == "request" and e.type == INVOKE and "rebooking_for" in e.value
+    }
+    booked: dict[int, float] = {}
+    for e in events:
+        if e.f == "request" and e.type == OK and e.process in rebooking:
+            booked.setdefault(rebooking[e.process], e.time)
+    found = []
+    for process, at in sorted(gave_up.items()):
+        after = booked[process] - at if process in booked else None
+        if after is None or after > bound_seconds:
+            found.append(
+                {"process": process, "gave_up_at": at, "new_ride_after": None if after is None else round(after, 3)}
+            )
+    return found
 
 
 @dataclass

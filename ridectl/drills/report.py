@@ -136,7 +136,12 @@ def summary(verdict: dict[str, Any]) -> str:
     if verdict["violations"]:
         lines += [f"- **{name}**: {json.dumps(found)[:500]}" for name, found in verdict["violations"].items()]
     else:
-        lines.append("None: SPEC section 7 held over the history, the databases, the psp's records and the topics.")
+        lines.append("None, over the history, the databases, the psp's records and the topics.")
+    lines += ["", "## Stuck work", ""]
+    if verdict["stuck"]:
+        lines += [f"- **{name}**: {json.dumps(found)[:500]}" for name, found in verdict["stuck"].items()]
+    else:
+        lines.append(f"None: nothing was left unresolved past the checker's bound (in flight: {verdict['in_flight']}).")
     if verdict.get("checks"):
         lines += ["", "## Scenario checks", ""]
         lines += [f"- {name}: {'held' if held else 'FAILED'}" for name, held in verdict["checks"].items()]

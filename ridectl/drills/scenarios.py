@@ -11,6 +11,8 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -19,9 +21,12 @@ import redis
 
 from ridectl import mesh
 from ridectl.drills import lock_pause
-from ridectl.drills.engine import STEPS, TRIP_DB, Drill, DrillError, Scenario
+from ridectl.drills.engine import RECOVERY_LIMIT_SECONDS, STATES, STEPS, TRIP_DB, Drill, DrillError, Scenario
+from ridectl.drills.history import Event, Fault, locked_out
+from ridectl.drills.workload import REBOOK_BOUND_SECONDS, Mix
 from ridectl.stack import lifecycle
 from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
+from services.driver.participant import RESERVE_LEASE_MS
 from services.shared.clocks import Timestamp
 from services.shared.downstream import BREAKERS_KEY
 from services.shared.topology import INFRA, SERVICES, service
@@ -33,17 +38,39 @@ PAUSE_PAST_SESSION_SECONDS = 8.0  # the sweepers' ZooKeeper session times out af
 SKEW_MS = -5000
 BREAKER = "payment->psp"
 BREAKER_LEVEL = {"closed": 0, "half_open": 1, "open": 2}
+# Beyond the steps every ride goes through, the states where killing each service tests
+# something more: trip, the orchestrator, in every state; rider between trip creating the
+# ride and its answer to the client; driver when a re-match's ReserveDriver is due; payment
+# during the VoidPayment compensation.
+MORE_STATES = {
+    "trip": ("PENDING", "MATCH_BACKOFF", "COMPENSATING"),
+    "rider": ("PENDING",),
+    "driver": ("MATCH_BACKOFF",),
+    "payment": ("COMPENSATING",),
+}
+# Only riders stranded where no driver is make these happen (they wait, then cancel).
+NEED_STRANDED = frozenset({"MATCH_BACKOFF", "COMPENSATING"})
+STRANDED_EVERY = 4
 
 
-def kill_at_steps(target: str, steps: tuple[str, ...]) -> Callable[[Drill], dict[str, Any]]:
-    def nemesis(d: Drill) -> dict[str, Any]:
-        order = list(steps)
+@dataclass(frozen=True)
+class KillAtSteps:
+    """SIGKILL `target` once at each of `steps` (saga states), in a random (seeded) order."""
+
+    target: str
+    steps: tuple[str, ...]
+
+    def __call__(self, d: Drill) -> dict[str, Any]:
+        order = list(self.steps)
         random.Random(d.seed).shuffle(order)
         for step in order:
-            d.kill(target, at_step=step)
+            d.kill(self.target, at_step=step)
         return {"killed_at_steps": order}
 
-    return nemesis
+
+def _kills(name: str, target: str, steps: tuple[str, ...], doc: str) -> Scenario:
+    mix = Mix(stranded_every=STRANDED_EVERY) if NEED_STRANDED & set(steps) else Mix()
+    return Scenario(name, doc, KillAtSteps(target, steps), mix=mix)
 
 
 def kill_envoy(target: str) -> Callable[[Drill], dict[str, Any]]:
@@ -110,10 +137,37 @@ def _until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     raise DrillError(f"no {what} within {timeout:.0f}s")
 
 
+def _eventually(condition: Callable[[], Any], timeout: float) -> bool:
+    """Whether `condition` came to hold within `timeout` (for a check, not a precondition)."""
+    try:
+        _until(condition, timeout, "")
+    except DrillError:
+        return False
+    return True
+
+
 def _sweeper_leader() -> tuple[int, str]:
     with psycopg.connect(TRIP_DB, autocommit=True) as conn:
         row = conn.execute("SELECT epoch, leader FROM sweeper_epoch WHERE id = 1").fetchone()
     return (int(row[0]), str(row[1])) if row else (0, "")
+
+
+def _count(sql: str, params: tuple[Any, ...]) -> int:
+    with psycopg.connect(TRIP_DB, autocommit=True) as conn:
+        row = conn.execute(sql.encode(), params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _refusals(sweeper: str, epoch: int, since: float) -> int:
+    """Sweeps of `sweeper` under `epoch` refused since `since` (a newer leader had claimed)."""
+    return _count(
+        "SELECT count(*) FROM sweeper_rejections WHERE sweeper = %s AND epoch = %s AND at >= to_timestamp(%s)",
+        (sweeper, epoch, since),
+    )
+
+
+def _stay_paused_past_session(d: Drill, pause: Fault) -> None:
+    time.sleep(max(0.0, PAUSE_PAST_SESSION_SECONDS - (d.now() - pause.start)))  # the pause's length
 
 
 def leader_pause(d: Drill) -> dict[str, Any]:
@@ -122,25 +176,13 @@ def leader_pause(d: Drill) -> dict[str, Any]:
     _until(lambda: _sweeper_leader()[0] > 0, 30, "sweeper leader")
     d.wait_for_step(random.Random(d.seed).choice(STEPS))
     old_epoch, old_leader = _sweeper_leader()
-    pid = d.pid(old_leader)
-    with d.window("pause", old_leader, epoch=old_epoch):
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            _until(lambda: _sweeper_leader()[0] > old_epoch, 30, "new sweeper leader")
-            time.sleep(max(0.0, PAUSE_PAST_SESSION_SECONDS - (d.now() - d.faults[-1].start)))
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        resumed = time.time()
-
-    def refusals() -> int:
-        with psycopg.connect(TRIP_DB, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM sweeper_rejections WHERE sweeper = %s AND epoch = %s AND at >= to_timestamp(%s)",
-                (old_leader, old_epoch, resumed - 0.5),
-            ).fetchone()
-        return int(row[0]) if row else 0
-
-    refused = _until(refusals, 20, "refused write from the resumed leader")
+    with d.paused(old_leader, epoch=old_epoch) as pause:
+        _until(lambda: _sweeper_leader()[0] > old_epoch, 30, "new sweeper leader")
+        _stay_paused_past_session(d, pause)
+    resumed = time.time()
+    refused = _until(
+        lambda: _refusals(old_leader, old_epoch, resumed - 0.5), 20, "refused write from the resumed leader"
+    )
     new_epoch, new_leader = _sweeper_leader()
     return {
         "old_sweeper": {"leader": old_leader, "epoch": old_epoch},
@@ -150,6 +192,115 @@ def leader_pause(d: Drill) -> dict[str, Any]:
             "a new leader took over with a higher epoch": new_epoch > old_epoch,
             "stale write refused": refused > 0,
         },
+    }
+
+
+def _sweeps(sweeper: str) -> tuple[int, int]:
+    """(epoch, runs): the epoch of the sweeper's last accepted sweep, and how many it made."""
+    with psycopg.connect(TRIP_DB, autocommit=True) as conn:
+        row = conn.execute("SELECT epoch, runs FROM sweeper_runs WHERE sweeper = %s", (sweeper,)).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def _overdue_at_last_sweep(sweeper: str) -> int:
+    """Live rides already past their deadline when `sweeper` last swept: it has sent each
+    its StepTimedOut (or had, less than RESEND_SECONDS before)."""
+    return _count(
+        "SELECT count(*) FROM rides, sweeper_runs s WHERE s.sweeper = %s"
+        " AND rides.deadline_ms <= (extract(epoch FROM s.last_run) * 1000)::bigint",
+        (sweeper,),
+    )
+
+
+def _live_rides() -> list[str]:
+    with psycopg.connect(TRIP_DB, autocommit=True) as conn:
+        rows = conn.execute("SELECT ride_id FROM rides WHERE state NOT IN ('COMPLETED', 'CANCELLED')").fetchall()
+    return [str(ride_id) for (ride_id,) in rows]
+
+
+def _still_live(ride_ids: list[str]) -> int:
+    return _count(
+        "SELECT count(*) FROM rides WHERE ride_id = ANY(%s::uuid[]) AND state NOT IN ('COMPLETED', 'CANCELLED')",
+        (ride_ids,),
+    )
+
+
+def trip_pause_sweeper_change(d: Drill) -> dict[str, Any]:
+    """SIGSTOP trip (its orchestrator) until the sweeper's timeouts queue up in Kafka, then
+    change the sweeper leader under them (the leader SIGSTOPped past its ZooKeeper session)
+    before trip resumes: the old epoch's timeouts are fenced, the new leader's applied, and
+    every ride still ends."""
+    _until(lambda: _sweeper_leader()[0] > 0, 30, "sweeper leader")
+    d.wait_for_step("MATCH_BACKOFF")  # a ride whose timeout is due within a second
+    old_epoch, old_leader = _sweeper_leader()
+    # The old leader is paused inside trip's pause and resumed after it: two stacks.
+    with ExitStack() as old_leader_paused:
+        with d.paused("trip") as trip_pause:
+            in_flight = _live_rides()
+            _until(lambda: _overdue_at_last_sweep(old_leader), 30, "ride timed out while trip is paused")
+            # The sweep that found them overdue has sent their timeouts once the next began.
+            runs = _sweeps(old_leader)[1]
+            _until(lambda: _sweeps(old_leader)[1] > runs, 10, f"next sweep of {old_leader}")
+            sweeper_pause = old_leader_paused.enter_context(d.paused(old_leader, epoch=old_epoch))
+            _until(lambda: _sweeper_leader()[0] > old_epoch, 30, "new sweeper leader")
+            new_epoch, new_leader = _sweeper_leader()
+            runs = _sweeps(new_leader)[1]
+
+            def new_leader_swept_twice() -> bool:
+                epoch, now = _sweeps(new_leader)
+                return epoch == new_epoch and now >= runs + 2
+
+            _until(new_leader_swept_twice, 10, f"two sweeps of {new_leader}")
+            queued = _count("SELECT count(*) FROM rides WHERE deadline_ms <= %s", (int(time.time() * 1000),))
+        trip_resumed = time.time()
+        d.wait_healthy("trip")
+        _stay_paused_past_session(d, sweeper_pause)
+    leader_resumed = time.time()
+    refused = _until(
+        lambda: _refusals(old_leader, old_epoch, leader_resumed - 0.5), 20, "refused write from the resumed leader"
+    )
+    ended = _eventually(lambda: not _still_live(in_flight), RECOVERY_LIMIT_SECONDS)
+    applied = _count(
+        "SELECT count(*) FROM saga_log WHERE message_id LIKE '%%:timeout:%%' AND at >= to_timestamp(%s)",
+        (trip_resumed,),
+    )
+    return {
+        "old_sweeper": {"leader": old_leader, "epoch": old_epoch},
+        "new_sweeper": {"leader": new_leader, "epoch": new_epoch},
+        "trip_paused_seconds": round((trip_pause.end or 0) - trip_pause.start, 2),
+        "rides_in_flight_at_pause": len(in_flight),
+        "timeouts_queued_at_resume": queued,
+        "timeout_entries_after_resume": applied,
+        "stale_writes_refused": refused,
+        "checks": {
+            "timeouts were queued while trip was paused": queued > 0,
+            "a new sweeper leader took over with a higher epoch": new_epoch > old_epoch,
+            "the sweeper leader changed": new_leader != old_leader,
+            "the resumed old leader's write was refused": refused > 0,
+            f"every ride in flight at the pause ended within {RECOVERY_LIMIT_SECONDS:.0f} s": ended,
+        },
+    }
+
+
+def riders_give_up(d: Drill) -> dict[str, Any]:
+    """Riders send RequestRide once and give up on any error (no retry with the key) while
+    trip and rider are SIGKILLed as rides are being requested; each rider who gave up books
+    a new ride with a new key, and the ride it abandoned never locks it out."""
+    rng = random.Random(d.seed)
+    kills = [("trip", "PENDING"), ("rider", "PENDING"), ("trip", rng.choice(STEPS))]
+    rng.shuffle(kills)
+    for target, step in kills:
+        d.kill(target, at_step=step)
+    return {"killed_at_steps": [f"{target} {step}" for target, step in kills]}
+
+
+def nobody_locked_out(events: list[Event]) -> dict[str, bool]:
+    gave_up = sum(1 for e in events if e.f == "request" and e.value.get("gave_up"))
+    return {
+        "some riders gave up on their request": gave_up > 0,
+        f"every rider who gave up had a new ride accepted within {REBOOK_BOUND_SECONDS:.0f} s": not locked_out(
+            events, REBOOK_BOUND_SECONDS
+        ),
     }
 
 
@@ -250,14 +401,15 @@ def _completed_since(since: float) -> int:
 
 def lock_pauses(d: Drill) -> dict[str, Any]:
     """A lock holder pauses past its lease while rides go on: Redlock without fencing
-    double-books; the fenced lock refuses the stale write."""
+    double-books; in the driver service's own reservation path the fenced lock refuses
+    the stale write."""
     d.wait_for_step("MATCHING")
-    with d.window("pause", "lock holder", lease_ms=lock_pause.LEASE_MS):
+    with d.window("pause", "lock holder", redlock_lease_ms=lock_pause.LEASE_MS, lease_ms=RESERVE_LEASE_MS):
         found = lock_pause.run()
     return {
         "redlock_without_fencing": found["redlock_without_fencing"],
         "fenced_lock": found["fenced_lock"],
-        "checks": {"fenced lock refused the stale write": bool(found["valid"])},
+        "checks": {"the driver service's fenced reservation refused the stale write": bool(found["valid"])},
     }
 
 
@@ -293,17 +445,28 @@ def all_scenarios() -> dict[str, Scenario]:
         found[name] = Scenario(name, doc, nemesis, **kw)
 
     for target in KILLABLE:
-        add(
-            f"kill-{target}",
-            f"SIGKILL {target} once at every saga step ({', '.join(STEPS)}), in a random order",
-            kill_at_steps(target, STEPS),
-        )
+        steps = tuple(s for s in STATES if s in STEPS or s in MORE_STATES.get(target, ()))
+        doc = f"SIGKILL {target} once in each of the saga states {', '.join(steps)}, in a random order"
+        found[f"kill-{target}"] = _kills(f"kill-{target}", target, steps, doc)
     for target in KILLABLE:
         add(f"kill-{target}-envoy", f"SIGKILL {target}'s Envoy sidecar at a random saga step", kill_envoy(target))
     for infra in ("kafka", "postgres", "redis"):
         add(f"restart-{infra}", f"restart {infra} (stop, start) at a random saga step", restart(infra))
     add("kill-zk-leader", kill_zk_leader.__doc__ or "", kill_zk_leader)
     add("leader-pause", leader_pause.__doc__ or "", leader_pause)
+    add(
+        "trip-pause-sweeper-change",
+        trip_pause_sweeper_change.__doc__ or "",
+        trip_pause_sweeper_change,
+        mix=Mix(stranded_every=STRANDED_EVERY),
+    )
+    add(
+        "riders-give-up",
+        riders_give_up.__doc__ or "",
+        riders_give_up,
+        mix=Mix(gives_up=True),
+        history_checks=nobody_locked_out,
+    )
     add("envoy-delay", f"delay every call into {' and '.join(ENVOY_FAULT_TARGETS)} by 800 ms", envoy_faults("delay"))
     add("envoy-abort", f"abort 30 % of calls into {' and '.join(ENVOY_FAULT_TARGETS)}", envoy_faults("abort"))
     add("psp-outage", psp_outage.__doc__ or "", psp_outage)
@@ -314,8 +477,10 @@ def all_scenarios() -> dict[str, Scenario]:
 
 
 def at_step(name: str) -> Scenario | None:
-    """kill-SERVICE-at-STEP, e.g. kill-payment-at-CAPTURING: one kill at that step."""
+    """kill-SERVICE-at-STATE, e.g. kill-payment-at-CAPTURING or kill-trip-at-match-backoff:
+    one kill when a ride is in that saga state (any but the terminal ones)."""
     target, sep, step = name.removeprefix("kill-").partition("-at-")
-    if not name.startswith("kill-") or not sep or target not in KILLABLE or step.upper() not in STEPS:
+    state = step.upper().replace("-", "_")
+    if not name.startswith("kill-") or not sep or target not in KILLABLE or state not in STATES:
         return None
-    return Scenario(name, f"SIGKILL {target} when a ride is {step.upper()}", kill_at_steps(target, (step.upper(),)))
+    return _kills(name, target, (state,), f"SIGKILL {target} when a ride is {state}")

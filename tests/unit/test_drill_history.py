@@ -1,8 +1,21 @@
-"""The drill history's own checks and the recovery measure, over hand-made histories."""
+"""The drill history's own checks, the recovery measure and the riders locked out by a
+request they gave up on, over hand-made histories."""
 
 from __future__ import annotations
 
-from ridectl.drills.history import FAIL, INFO, INVOKE, OK, Fault, History, check, not_recovered, outcomes, recovery
+from ridectl.drills.history import (
+    FAIL,
+    INFO,
+    INVOKE,
+    OK,
+    Fault,
+    History,
+    check,
+    locked_out,
+    not_recovered,
+    outcomes,
+    recovery,
+)
 
 
 def _clean() -> History:
@@ -69,3 +82,45 @@ def test_a_drill_whose_system_never_does_useful_work_again_is_not_recovered() ->
     stuck = Fault("kill", "psp", 5.0, 6.0)
     assert not_recovered([first, last, stuck], 60) == ["no ride booked after kill psp healed completed within 60 s"]
     assert not_recovered([], 60) == []
+
+
+def _gave_up(h: History, process: int, at: float, key: str) -> None:
+    h.add(at, process, INVOKE, "request", key=key)
+    h.add(at + 0.1, process, INFO, "request", key=key, value={"code": "UNAVAILABLE", "gave_up": True})
+
+
+def _rebooked(h: History, process: int, of: int, at: float, refused: int) -> None:
+    """A client rebooking for `of`: `refused` attempts refused (live ride), then one accepted."""
+    for attempt in range(refused):
+        key = f"r{process}-{attempt}"
+        h.add(at + attempt, process, INVOKE, "request", key=key, value={"rebooking_for": of})
+        h.add(at + attempt + 0.1, process, FAIL, "request", key=key, value={"code": "FAILED_PRECONDITION"})
+    key = f"r{process}-{refused}"
+    h.add(at + refused, process, INVOKE, "request", key=key, value={"rebooking_for": of})
+    h.add(at + refused + 0.1, process, OK, "request", key=key, ride_id=f"ride{process}")
+
+
+def test_a_rider_who_gave_up_and_booked_again_within_the_bound_is_not_locked_out() -> None:
+    h = History()
+    _gave_up(h, 0, 1.0, "k0")
+    _rebooked(h, 5, of=0, at=3.0, refused=20)  # accepted at 23.1 s, 22 s after giving up
+    assert locked_out(h.events, 60) == []
+    assert check(h.events) == {}
+    first, again = outcomes(h.events)
+    # The abandoned request is its own outcome; the new ride carries the key it was booked with.
+    assert (first.outcome, first.ride_id, again.key, again.ride_id) == ("gave_up", "", "r5-20", "ride5")
+
+
+def test_a_rider_refused_past_the_bound_or_never_rebooked_is_locked_out() -> None:
+    h = History()
+    _gave_up(h, 0, 1.0, "k0")
+    _rebooked(h, 5, of=0, at=3.0, refused=70)  # only accepted 72 s after giving up
+    _gave_up(h, 1, 2.0, "k1")
+    h.add(4.0, 6, INVOKE, "request", key="r6", value={"rebooking_for": 1})
+    h.add(4.1, 6, FAIL, "request", key="r6", value={"code": "FAILED_PRECONDITION"})  # and no more
+    _gave_up(h, 2, 2.5, "k2")
+    _rebooked(h, 7, of=2, at=3.0, refused=0)
+    assert locked_out(h.events, 60) == [
+        {"process": 0, "gave_up_at": 1.1, "new_ride_after": 72.0},
+        {"process": 1, "gave_up_at": 2.1, "new_ride_after": None},
+    ]
