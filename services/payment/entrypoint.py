@@ -57,6 +57,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     lifecycle.on_close(channel.close)
     lifecycle.spawn("payment-participant", loop.run)
     lifecycle.spawn("reap-handled-commands", retention.reaper(pool, "handled_commands"))
+    lifecycle.spawn("reap-psp-attempts", retention.reaper(pool, "psp_attempts"))
 
 
 def main() -> None:

@@ -33,10 +33,15 @@ LONGEST_IN_TOPIC = KAFKA_DEFAULT_RETENTION + KAFKA_DEFAULT_SEGMENT_ROLL
 HANDLED_RETENTION = LONGEST_IN_TOPIC + timedelta(days=1)
 
 
-# The idempotency records of each process: trip's processed messages, the participants'
-# handled commands, each with the time it was written.
-Record = Literal["processed_messages", "handled_commands"]
-WRITTEN_AT: dict[Record, str] = {"processed_messages": "processed_at", "handled_commands": "handled_at"}
+# The idempotency records of each process, each with the time it was written: trip's
+# processed messages, the participants' handled commands, and payment's marks of psp
+# calls sent (asked only while the command that sent them can still be redelivered).
+Record = Literal["processed_messages", "handled_commands", "psp_attempts"]
+WRITTEN_AT: dict[Record, str] = {
+    "processed_messages": "processed_at",
+    "handled_commands": "handled_at",
+    "psp_attempts": "at",
+}
 REAP_INTERVAL_SECONDS = 60.0
 
 

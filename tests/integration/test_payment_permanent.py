@@ -178,6 +178,11 @@ def test_start_ride_refuses_a_malformed_payment_method_and_starts_nothing(
             "INSERT INTO handled_commands (message_id, reply, handled_at) VALUES (%s, '', now() - %s)",
         ),
         (
+            "payment",
+            "psp_attempts",
+            "INSERT INTO psp_attempts (idempotency_key, at) VALUES (%s, now() - %s)",
+        ),
+        (
             "trip",
             "processed_messages",
             "INSERT INTO processed_messages (message_id, topics, envelopes, processed_at) VALUES (%s, '{}', '{}', now() - %s)",
@@ -201,6 +206,7 @@ def test_idempotency_records_are_reaped_once_kafka_can_no_longer_redeliver_them(
     # (The service's own reaper may have taken the old row a moment before: the same rule.)
     asyncio.run(reap())
     with psycopg.connect(dsn, autocommit=True) as conn:
-        kept = conn.execute(f"SELECT message_id FROM {table} WHERE message_id LIKE %s".encode(), (f"{prefix}:%",))
+        key = "idempotency_key" if table == "psp_attempts" else "message_id"
+        kept = conn.execute(f"SELECT {key} FROM {table} WHERE {key} LIKE %s".encode(), (f"{prefix}:%",))
         assert [row[0] for row in kept] == [young]
-        conn.execute(f"DELETE FROM {table} WHERE message_id = %s".encode(), (young,))
+        conn.execute(f"DELETE FROM {table} WHERE {key} = %s".encode(), (young,))
