@@ -28,6 +28,7 @@ from services.shared.failure_detectors import PhiAccrualDetector
 from services.shared.grpc_server import Context, Lifecycle, serve
 from services.shared.locks import FencedLock
 from services.shared.messages import envelope, outgoing
+from services.shared.periodic import decided
 from services.shared.probe import probe
 from services.shared.publisher import Publisher
 from services.shared.telemetry import ride_scope
@@ -126,19 +127,20 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         saga released the driver instead: FAILED_PRECONDITION, the app is not on the ride.
         Undecided within ACCEPT_WAIT_SECONDS: UNAVAILABLE, and the app sends it again
         (the same message id, so the saga still counts it once)."""
-        deadline = time.monotonic() + ACCEPT_WAIT_SECONDS
-        while True:
-            match domain.acceptance(await self.registry.reservation(driver), ride_id, fence):
-                case domain.Acceptance.CONFIRMED:
-                    return
-                case domain.Acceptance.WITHDRAWN:
-                    raise FailedPrecondition(
-                        f"the offer of ride {ride_id} (fence {fence}) was withdrawn before the trip took the"
-                        " acceptance: the driver is not on this ride"
-                    )
-            if time.monotonic() >= deadline:
-                raise DependencyUnavailable(f"the trip has not yet taken the acceptance of ride {ride_id}", 0.5)
-            await asyncio.sleep(ACCEPT_POLL_SECONDS)
+
+        async def look() -> domain.Acceptance | None:
+            found = domain.acceptance(await self.registry.reservation(driver), ride_id, fence)
+            return None if found == domain.Acceptance.PENDING else found
+
+        match await decided(look, ACCEPT_WAIT_SECONDS, ACCEPT_POLL_SECONDS):
+            case domain.Acceptance.CONFIRMED:
+                return
+            case domain.Acceptance.WITHDRAWN:
+                raise FailedPrecondition(
+                    f"the offer of ride {ride_id} (fence {fence}) was withdrawn before the trip took the"
+                    " acceptance: the driver is not on this ride"
+                )
+        raise DependencyUnavailable(f"the trip has not yet taken the acceptance of ride {ride_id}", 0.5)
 
     @grpc_errors
     async def CompleteTrip(

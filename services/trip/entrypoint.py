@@ -23,6 +23,7 @@ from services.shared.eos import LoopConfig, TransactionalLoop
 from services.shared.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound, grpc_errors
 from services.shared.grpc_server import Context, Lifecycle, serve
 from services.shared.messages import envelope, outgoing
+from services.shared.periodic import decided
 from services.shared.probe import probe
 from services.shared.publisher import Publisher
 from services.shared.telemetry import ride_scope
@@ -152,20 +153,18 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
         pivot) between the check above and the cancel's turn, and then the cancel is
         refused; the rider must hear that, not an OK. Undecided within CANCEL_WAIT_SECONDS:
         UNAVAILABLE, and a retry (the same message id, counted once) asks again."""
-        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-        while True:
+
+        async def look() -> list[tuple[str, str, str]] | None:
             async with self.pool.connection() as conn:
-                entries = await adapters.entries_of(conn, ride_id, message_id)
-            refused = next(
-                (detail for step, status, detail in entries if (step, status) == ("cancel", "refused")), None
-            )
-            if refused is not None:
-                raise FailedPrecondition(f"ride {ride_id} was not cancelled: {refused} (its driver accepted first)")
-            if entries:
-                return await self._view(ride_id)
-            if time.monotonic() >= deadline:
-                raise DependencyUnavailable(f"the cancel of ride {ride_id} is not decided yet; ask again", 0.5)
-            await asyncio.sleep(CANCEL_POLL_SECONDS)
+                return await adapters.entries_of(conn, ride_id, message_id) or None
+
+        entries = await decided(look, CANCEL_WAIT_SECONDS, CANCEL_POLL_SECONDS)
+        if entries is None:
+            raise DependencyUnavailable(f"the cancel of ride {ride_id} is not decided yet; ask again", 0.5)
+        refused = next((detail for step, status, detail in entries if (step, status) == ("cancel", "refused")), None)
+        if refused is not None:
+            raise FailedPrecondition(f"ride {ride_id} was not cancelled: {refused}")
+        return await self._view(ride_id)
 
     async def Probe(self, request: common_pb2.ProbeRequest, context: Context) -> common_pb2.ProbeReply:
         return await probe(
