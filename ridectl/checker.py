@@ -1,4 +1,4 @@
-"""The invariant checker (SPEC section 7, properties 1-4, 6-8, 11 and 12).
+"""The invariant checker (properties 1-4, 6-8, 11 and 12, docs/properties.md).
 
 `check(snapshot)` is pure: it takes what the system recorded (trip's rides and saga log,
 payment's holds, ledger and voids, driver's reservations and releases, rider's

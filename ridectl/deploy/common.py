@@ -11,7 +11,7 @@ from services.shared.topology import TOPIC_PARTITIONS, TOPICS, ServiceSpec, Targ
 
 Doc = dict[str, Any]
 
-# Upstream images, pinned to the versions the local stack runs (SPEC section 2).
+# Upstream images, pinned to the versions the local stack runs (README.md, deploy/local/jars/).
 APP_IMAGE = "ridesaga/app:0.1.0"
 ENVOY_IMAGE = "envoyproxy/envoy:v1.40.0"
 KAFKA_IMAGE = "apache/kafka:4.4.0"

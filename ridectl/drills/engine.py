@@ -1,11 +1,12 @@
 """Runs one drill: clients book rides at a steady rate while a nemesis breaks things,
-then every ride is followed to its end, SPEC section 7 is checked over the history, the
-databases, the psp's own records and the topics, and a report is written.
+then every ride is followed to its end, the correctness properties (docs/properties.md)
+are checked over the history, the databases, the psp's own records and the topics, and a
+report is written.
 
 The nemesis runs in a thread of its own and injects faults when it observes rides at
 the right saga step (in trip's database), never on a timer. Arrivals continue until at
 least `rides` rides were started, every fault has healed, and a few more seconds have
-passed, so that recovery is seen by rides booked after the fault. Stuck work (SPEC 7.12)
+passed, so that recovery is seen by rides booked after the fault. Stuck work (property 12)
 makes a verdict invalid like a violation, and is reported apart from the violations."""
 
 from __future__ import annotations
@@ -301,8 +302,8 @@ def _verdict(
     snapshot = checker.collect()
     found = checker.report(snapshot)
     violations: dict[str, list[Any]] = {**found["violations"], **check(events)}
-    # Work left unresolved past the checker's bound (SPEC 7.12): reported apart from the
-    # violations, and like them it makes the verdict invalid.
+    # Work left unresolved past the checker's bound (property 12, docs/properties.md):
+    # reported apart from the violations, and like them it makes the verdict invalid.
     stuck: dict[str, list[Any]] = found["stuck"]
     if locked := locked_out(events, REBOOK_BOUND_SECONDS):
         violations["rider_locked_out"] = locked

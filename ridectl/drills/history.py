@@ -130,7 +130,8 @@ def check(events: list[Event]) -> dict[str, list[Any]]:
 def locked_out(events: list[Event], bound_seconds: float) -> list[dict[str, Any]]:
     """Riders who gave up on a request and had no new ride accepted (a request `ok` of the
     client `rebooking_for` them) within `bound_seconds`: locked out by the request they
-    abandoned, whose live-ride slot was never freed (SPEC section 7, properties 11, 12)."""
+    abandoned, whose live-ride slot was never freed (properties 11 and 12,
+    docs/properties.md)."""
     gave_up = {e.process: e.time for e in events if e.f == "request" and e.value.get("gave_up")}
     rebooking = {
         e.process: int(e.value["rebooking_for"])

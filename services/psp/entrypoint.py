@@ -182,7 +182,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     store = PspStore(pool, _encode)
     psp_pb2_grpc.add_PspServiceServicer_to_server(PspServicer(store), server)
     lifecycle.on_close(pool.close)
-    # Keys are kept 24 h (SPEC section 6), then reaped.
+    # Keys are kept 24 h (docs/saga.md, "Idempotency keys at the edge"), then reaped.
     lifecycle.spawn(
         "reap-keys",
         lambda stopping: every(REAP_INTERVAL_SECONDS, stopping, store.reap_keys, "reaping idempotency keys"),

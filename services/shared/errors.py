@@ -1,6 +1,8 @@
-"""Errors the domain raises, and their one mapping onto gRPC status codes (SPEC
-section 9): the domain never imports grpc, the servicers never build messages by hand.
-A store that is down (PostgreSQL, Redis) becomes UNAVAILABLE, which callers may retry."""
+"""Errors the domain raises, and their one mapping onto gRPC status codes (bad input is
+INVALID_ARGUMENT naming the field, an unknown id NOT_FOUND, a rate limit
+RESOURCE_EXHAUSTED with retry-after): the domain never imports grpc, the servicers never
+build messages by hand. A store that is down (PostgreSQL, Redis) becomes UNAVAILABLE,
+which callers may retry."""
 
 from __future__ import annotations
 

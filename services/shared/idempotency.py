@@ -1,4 +1,5 @@
-"""Idempotency keys with Stripe's semantics (SPEC section 6); the pure decision, no I/O.
+"""Idempotency keys with Stripe's semantics (docs/saga.md, "Idempotency keys at the edge");
+the pure decision, no I/O.
 
 Property: for one key, at most one execution is ever in flight, a finished execution is
 answered from its stored response, and a key is never reused for different parameters.

@@ -60,8 +60,8 @@ class InfraPorts:
 
 INFRA = InfraPorts()
 
-# Topics of the saga (SPEC section 5): keyed by ride id, so one ride's messages stay
-# ordered on one partition.
+# Topics of the saga (docs/saga.md, "Exactly-once: the choice"): keyed by ride id, so one
+# ride's messages stay ordered on one partition.
 TOPICS: dict[str, dict[str, str]] = {
     "trip.commands": {},
     "driver.commands": {},

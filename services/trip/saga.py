@@ -1,4 +1,4 @@
-"""The ride saga (SPEC section 4) as a pure state machine: `decide(ride, event, now)`
+"""The ride saga (docs/saga.md) as a pure state machine: `decide(ride, event, now)`
 returns the ride's next state, the commands to send and the saga-log entries. No I/O.
 
 Money first (authorize, then match), the driver's acceptance is the pivot: before it

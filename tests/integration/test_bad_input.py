@@ -1,5 +1,5 @@
-"""Every RPC answers bad input with the status codes of SPEC section 9, through the
-sidecars, with a message naming the field."""
+"""Every RPC answers bad input with the status codes of services/shared/errors.py
+(INVALID_ARGUMENT, NOT_FOUND, ...), through the sidecars, with a message naming the field."""
 
 import uuid
 from collections.abc import Callable, Iterator

@@ -1,5 +1,5 @@
-"""Idempotency keys on RequestRide (SPEC section 6) and one live ride per rider
-(property 11), against the running stack."""
+"""Idempotency keys on RequestRide (docs/saga.md, "Idempotency keys at the edge") and one
+live ride per rider (property 11, docs/properties.md), against the running stack."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Fenced locks against the real Redis and the driver's real storage (SPEC property 5)."""
+"""Fenced locks against the real Redis and the driver's real storage (property 5,
+docs/properties.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The psp through its sidecar: Stripe-like money rules, idempotency keys (SPEC section 6),
-its own ledger of money movements, fault knobs, and bad input (SPEC section 9)."""
+"""The psp through its sidecar: Stripe-like money rules, idempotency keys (docs/saga.md,
+"Idempotency keys at the edge"), its own ledger of money movements, fault knobs, and bad
+input (the status codes of services/shared/errors.py)."""
 
 import argparse
 import asyncio
