@@ -17,6 +17,15 @@ from services.shared.topology import service
 T = TypeVar("T")
 
 
+def status_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    """The code and message of a call that must fail (the test fails if it succeeds)."""
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code(), error.details() or ""
+    raise AssertionError("the call succeeded; it was expected to be refused")
+
+
 def wait_for(
     condition: Callable[[], T | None],
     timeout: float,

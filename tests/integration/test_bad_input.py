@@ -2,7 +2,7 @@
 (INVALID_ARGUMENT, NOT_FOUND, ...), through the sidecars, with a message naming the field."""
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -11,7 +11,7 @@ from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.trip.v1 import trip_pb2, trip_pb2_grpc
-from tests.support import sidecar_channel
+from tests.support import sidecar_channel, status_of
 
 CALL_TIMEOUT = 10.0
 SF = common_pb2.LatLng(lat=37.77, lng=-122.42)
@@ -29,38 +29,30 @@ def driver() -> Iterator[driver_pb2_grpc.DriverServiceStub]:
         yield driver_pb2_grpc.DriverServiceStub(channel)
 
 
-def _status_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as error:
-        call()
-    return error.value.code(), error.value.details() or ""
-
-
 def test_create_rider(rider: rider_pb2_grpc.RiderServiceStub) -> None:
-    code, message = _status_of(lambda: rider.CreateRider(rider_pb2.CreateRiderRequest(name=" "), timeout=CALL_TIMEOUT))
+    code, message = status_of(lambda: rider.CreateRider(rider_pb2.CreateRiderRequest(name=" "), timeout=CALL_TIMEOUT))
     assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "name: is required")
     created = rider.CreateRider(rider_pb2.CreateRiderRequest(name="Ada"), timeout=CALL_TIMEOUT)
     assert uuid.UUID(created.rider_id) and created.name == "Ada"
 
 
 def test_get_rider(rider: rider_pb2_grpc.RiderServiceStub) -> None:
-    code, message = _status_of(lambda: rider.GetRider(rider_pb2.GetRiderRequest(rider_id="42"), timeout=CALL_TIMEOUT))
+    code, message = status_of(lambda: rider.GetRider(rider_pb2.GetRiderRequest(rider_id="42"), timeout=CALL_TIMEOUT))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("rider_id:")
     unknown = str(uuid.uuid4())
-    code, message = _status_of(
-        lambda: rider.GetRider(rider_pb2.GetRiderRequest(rider_id=unknown), timeout=CALL_TIMEOUT)
-    )
+    code, message = status_of(lambda: rider.GetRider(rider_pb2.GetRiderRequest(rider_id=unknown), timeout=CALL_TIMEOUT))
     assert code == grpc.StatusCode.NOT_FOUND and unknown in message
 
 
 def test_register_driver(driver: driver_pb2_grpc.DriverServiceStub) -> None:
     bad = common_pb2.LatLng(lat=123.0, lng=-122.42)
-    code, message = _status_of(
+    code, message = status_of(
         lambda: driver.RegisterDriver(
             driver_pb2.RegisterDriverRequest(name="Linus", location=bad), timeout=CALL_TIMEOUT
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("location:")
-    code, message = _status_of(
+    code, message = status_of(
         lambda: driver.RegisterDriver(driver_pb2.RegisterDriverRequest(name="", location=SF), timeout=CALL_TIMEOUT)
     )
     assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "name: is required")
@@ -69,16 +61,16 @@ def test_register_driver(driver: driver_pb2_grpc.DriverServiceStub) -> None:
 def test_heartbeats(driver: driver_pb2_grpc.DriverServiceStub) -> None:
     unknown = str(uuid.uuid4())
     beats = iter([driver_pb2.Heartbeat(driver_id=unknown, location=SF)])
-    code, message = _status_of(lambda: driver.StreamHeartbeats(beats, timeout=CALL_TIMEOUT))
+    code, message = status_of(lambda: driver.StreamHeartbeats(beats, timeout=CALL_TIMEOUT))
     assert code == grpc.StatusCode.NOT_FOUND and unknown in message
     beats = iter([driver_pb2.Heartbeat(driver_id="", location=SF)])
-    code, message = _status_of(lambda: driver.StreamHeartbeats(beats, timeout=CALL_TIMEOUT))
+    code, message = status_of(lambda: driver.StreamHeartbeats(beats, timeout=CALL_TIMEOUT))
     assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "driver_id: is required")
 
 
 def test_find_nearby_drivers(driver: driver_pb2_grpc.DriverServiceStub) -> None:
     def find(request: driver_pb2.FindNearbyDriversRequest) -> tuple[grpc.StatusCode, str]:
-        return _status_of(lambda: driver.FindNearbyDrivers(request, timeout=CALL_TIMEOUT))
+        return status_of(lambda: driver.FindNearbyDrivers(request, timeout=CALL_TIMEOUT))
 
     assert find(driver_pb2.FindNearbyDriversRequest(radius_km=1, limit=5)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -97,7 +89,7 @@ def trip() -> Iterator[trip_pb2_grpc.TripServiceStub]:
 
 
 def test_create_rider_with_an_unknown_card(rider: rider_pb2_grpc.RiderServiceStub) -> None:
-    code, message = _status_of(
+    code, message = status_of(
         lambda: rider.CreateRider(rider_pb2.CreateRiderRequest(name="Ada", payment_method="cash"), timeout=CALL_TIMEOUT)
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("payment_method:")
@@ -111,7 +103,7 @@ def test_request_ride(rider: rider_pb2_grpc.RiderServiceStub) -> None:
         base: dict[str, object] = {"rider_id": someone, "pickup": SF, "dropoff": far, "idempotency_key": "k1"}
         base.update(fields)
         req = rider_pb2.RequestRideRequest(**base)  # type: ignore[arg-type]
-        return _status_of(lambda: rider.RequestRide(req, timeout=CALL_TIMEOUT))
+        return status_of(lambda: rider.RequestRide(req, timeout=CALL_TIMEOUT))
 
     cases: dict[str, dict[str, object]] = {
         "rider_id": {"rider_id": ""},
@@ -131,11 +123,11 @@ def test_request_ride(rider: rider_pb2_grpc.RiderServiceStub) -> None:
 def test_ride_reads_and_cancel(rider: rider_pb2_grpc.RiderServiceStub) -> None:
     unknown = str(uuid.uuid4())
     for call in (rider.GetRide, rider.CancelRide):
-        code, message = _status_of(lambda call=call: call(rider_pb2.RideRef(ride_id="nope"), timeout=CALL_TIMEOUT))  # type: ignore[misc]
+        code, message = status_of(lambda call=call: call(rider_pb2.RideRef(ride_id="nope"), timeout=CALL_TIMEOUT))  # type: ignore[misc]
         assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("ride_id:")
-        code, message = _status_of(lambda call=call: call(rider_pb2.RideRef(ride_id=unknown), timeout=CALL_TIMEOUT))  # type: ignore[misc]
+        code, message = status_of(lambda call=call: call(rider_pb2.RideRef(ride_id=unknown), timeout=CALL_TIMEOUT))  # type: ignore[misc]
         assert code == grpc.StatusCode.NOT_FOUND and unknown in message
-    code, message = _status_of(lambda: list(rider.WatchRide(rider_pb2.RideRef(ride_id=unknown), timeout=CALL_TIMEOUT)))
+    code, message = status_of(lambda: list(rider.WatchRide(rider_pb2.RideRef(ride_id=unknown), timeout=CALL_TIMEOUT)))
     assert code == grpc.StatusCode.NOT_FOUND and unknown in message
 
 
@@ -149,10 +141,10 @@ def test_trip_start_ride(trip: trip_pb2_grpc.TripServiceStub) -> None:
     }
     for field, change in changes.items():
         req = trip_pb2.StartRideRequest(**{**good, **change})  # type: ignore[arg-type]
-        code, message = _status_of(lambda req=req: trip.StartRide(req, timeout=CALL_TIMEOUT))  # type: ignore[misc]
+        code, message = status_of(lambda req=req: trip.StartRide(req, timeout=CALL_TIMEOUT))  # type: ignore[misc]
         assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(f"{field}:"), (field, message)
     unknown = str(uuid.uuid4())
-    code, _ = _status_of(lambda: trip.CancelRide(trip_pb2.CancelRideRequest(ride_id=unknown), timeout=CALL_TIMEOUT))
+    code, _ = status_of(lambda: trip.CancelRide(trip_pb2.CancelRideRequest(ride_id=unknown), timeout=CALL_TIMEOUT))
     assert code == grpc.StatusCode.NOT_FOUND
 
 
@@ -163,17 +155,17 @@ def test_trip_reads(trip: trip_pb2_grpc.TripServiceStub) -> None:
         "WatchRide": lambda ref: list(trip.WatchRide(ref, timeout=CALL_TIMEOUT)),
     }
     for name, call in calls.items():
-        code, message = _status_of(lambda call=call: call(trip_pb2.GetRideRequest(ride_id="")))  # type: ignore[misc]
+        code, message = status_of(lambda call=call: call(trip_pb2.GetRideRequest(ride_id="")))  # type: ignore[misc]
         assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "ride_id: is required"), name
-        code, message = _status_of(lambda call=call: call(trip_pb2.GetRideRequest(ride_id="r-1")))  # type: ignore[misc]
+        code, message = status_of(lambda call=call: call(trip_pb2.GetRideRequest(ride_id="r-1")))  # type: ignore[misc]
         assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("ride_id:"), (name, message)
-        code, message = _status_of(lambda call=call: call(trip_pb2.GetRideRequest(ride_id=unknown)))  # type: ignore[misc]
+        code, message = status_of(lambda call=call: call(trip_pb2.GetRideRequest(ride_id=unknown)))  # type: ignore[misc]
         assert code == grpc.StatusCode.NOT_FOUND and unknown in message, (name, message)
 
 
 def test_offers_and_trip_completion(driver: driver_pb2_grpc.DriverServiceStub) -> None:
     unknown = str(uuid.uuid4())
-    code, message = _status_of(
+    code, message = status_of(
         lambda: list(driver.WatchOffers(driver_pb2.WatchOffersRequest(driver_id=unknown), timeout=CALL_TIMEOUT))
     )
     assert code == grpc.StatusCode.NOT_FOUND and unknown in message
@@ -183,11 +175,11 @@ def test_offers_and_trip_completion(driver: driver_pb2_grpc.DriverServiceStub) -
         driver_pb2.RegisterDriverRequest(name="Idle", location=nowhere), timeout=CALL_TIMEOUT
     )
     answer = driver_pb2.OfferResponse(ride_id=str(uuid.uuid4()), driver_id=someone.driver_id, fence=0, accept=True)
-    code, message = _status_of(lambda: driver.RespondToOffer(answer, timeout=CALL_TIMEOUT))
+    code, message = status_of(lambda: driver.RespondToOffer(answer, timeout=CALL_TIMEOUT))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("fence:")
     answer.fence = 42
-    code, message = _status_of(lambda: driver.RespondToOffer(answer, timeout=CALL_TIMEOUT))
+    code, message = status_of(lambda: driver.RespondToOffer(answer, timeout=CALL_TIMEOUT))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "no reservation" in message
     done = driver_pb2.CompleteTripRequest(ride_id="r", driver_id=someone.driver_id, fence=42)
-    code, message = _status_of(lambda: driver.CompleteTrip(done, timeout=CALL_TIMEOUT))
+    code, message = status_of(lambda: driver.CompleteTrip(done, timeout=CALL_TIMEOUT))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("ride_id:")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import psycopg
@@ -24,7 +24,7 @@ from services.shared import retention
 from services.shared.eos import DEAD_LETTER_TOPIC
 from services.shared.messages import PAYMENT_REJECTED, header_carrier
 from services.shared.topology import INFRA
-from tests.support import request_ride, ride_story, sidecar_channel, wait_for
+from tests.support import request_ride, ride_story, sidecar_channel, status_of, wait_for
 
 CALL_TIMEOUT = 10.0
 ENDS_WITHIN_SECONDS = 20.0
@@ -50,12 +50,6 @@ def trip() -> Iterator[trip_pb2_grpc.TripServiceStub]:
 def psp() -> Iterator[psp_pb2_grpc.PspServiceStub]:
     with sidecar_channel("psp") as channel:
         yield psp_pb2_grpc.PspServiceStub(channel)
-
-
-def _status_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as error:
-        call()
-    return error.value.code(), error.value.details() or ""
 
 
 def _ended(trip: trip_pb2_grpc.TripServiceStub, ride_id: str) -> trip_pb2.Ride:
@@ -146,7 +140,7 @@ def test_any_permanent_refusal_of_the_authorization_ends_the_ride_cancelled_paym
 @pytest.mark.parametrize("method", MALFORMED)
 def test_create_rider_refuses_a_malformed_payment_method(rider: rider_pb2_grpc.RiderServiceStub, method: str) -> None:
     request = rider_pb2.CreateRiderRequest(name="Ada", payment_method=method)
-    code, message = _status_of(lambda: rider.CreateRider(request, timeout=CALL_TIMEOUT))
+    code, message = status_of(lambda: rider.CreateRider(request, timeout=CALL_TIMEOUT))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("payment_method: "), message
 
 
@@ -158,9 +152,9 @@ def test_start_ride_refuses_a_malformed_payment_method_and_starts_nothing(
     start = trip_pb2.StartRideRequest(
         ride_id=ride_id, rider_id=str(uuid.uuid4()), pickup=DOWNTOWN, dropoff=WHARF, payment_method=method
     )
-    code, message = _status_of(lambda: trip.StartRide(start, timeout=CALL_TIMEOUT))
+    code, message = status_of(lambda: trip.StartRide(start, timeout=CALL_TIMEOUT))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("payment_method: "), message
-    code, _ = _status_of(lambda: trip.GetRide(trip_pb2.GetRideRequest(ride_id=ride_id), timeout=CALL_TIMEOUT))
+    code, _ = status_of(lambda: trip.GetRide(trip_pb2.GetRideRequest(ride_id=ride_id), timeout=CALL_TIMEOUT))
     assert code == grpc.StatusCode.NOT_FOUND
 
 

@@ -20,7 +20,7 @@ from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from services.psp import domain
 from services.psp.adapters import PspStore
 from services.shared.topology import INFRA
-from tests.support import sidecar_channel
+from tests.support import sidecar_channel, status_of
 
 CALL_TIMEOUT = 10.0
 PSP_DB = f"host=127.0.0.1 port={INFRA.postgres} dbname=psp user=psp"
@@ -89,12 +89,6 @@ def _movements(psp: Psp, charge_id: str = "", description: str = "") -> list[tup
     return [(m.kind, m.amount_cents) for m in reply.movements]
 
 
-def _status_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as error:
-        call()
-    return error.value.code(), error.value.details() or ""
-
-
 def test_a_replay_returns_the_stored_charge_and_moves_money_once(psp: Psp) -> None:
     key = _key()
     first = _authorize(psp, 1_500, key=key, description="psp-test replay")
@@ -121,7 +115,7 @@ def test_a_replay_returns_the_response_of_its_time(psp: Psp) -> None:
 def test_a_key_reused_with_other_parameters_is_refused_and_nothing_runs(psp: Psp) -> None:
     key, ride = _key(), _ride()
     _authorize(psp, 1_000, key=key, description=ride)
-    code, message = _status_of(lambda: _authorize(psp, 2_000, key=key, description=ride))
+    code, message = status_of(lambda: _authorize(psp, 2_000, key=key, description=ride))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert message.startswith("idempotency_key:") and key in message
     assert _movements(psp, description=ride) == [(psp_pb2.AUTHORIZE, 1_000)]
@@ -187,7 +181,7 @@ def test_a_key_in_flight_is_aborted_and_an_abandoned_one_is_taken_over(psp: Psp)
             "INSERT INTO idempotency_keys (operation, idempotency_key, fingerprint, owner) VALUES (%s, %s, %s, %s)",
             ("authorize", key, fingerprint, uuid.uuid4()),
         )
-        code, message = _status_of(lambda: _authorize(psp, 900, key=key, description=ride))
+        code, message = status_of(lambda: _authorize(psp, 900, key=key, description=ride))
         assert code == grpc.StatusCode.ABORTED and "in progress" in message and key in message
         conn.execute(
             "UPDATE idempotency_keys SET claimed_at = now() - make_interval(secs => %s)"
@@ -202,21 +196,21 @@ def test_a_key_in_flight_is_aborted_and_an_abandoned_one_is_taken_over(psp: Psp)
 
 def test_capture_takes_at_most_the_hold(psp: Psp) -> None:
     charge = _authorize(psp, 1_000)
-    code, message = _status_of(lambda: _capture(psp, charge.charge_id, 1_001))
+    code, message = status_of(lambda: _capture(psp, charge.charge_id, 1_001))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "1001" in message and "1000" in message
     captured = _capture(psp, charge.charge_id, 800)
     assert (captured.status, captured.authorized_cents, captured.captured_cents) == (psp_pb2.CAPTURED, 1_000, 800)
     assert psp.GetCharge(psp_pb2.GetChargeRequest(charge_id=charge.charge_id), timeout=CALL_TIMEOUT) == captured
-    code, _ = _status_of(lambda: _capture(psp, charge.charge_id, 100))
+    code, _ = status_of(lambda: _capture(psp, charge.charge_id, 100))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_a_refused_call_releases_its_key(psp: Psp) -> None:
     charge, key = _authorize(psp, 1_000), _key()
-    code, _ = _status_of(lambda: _capture(psp, charge.charge_id, 5_000, key=key))
+    code, _ = status_of(lambda: _capture(psp, charge.charge_id, 5_000, key=key))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    code, _ = _status_of(lambda: _capture(psp, charge.charge_id, 5_000, key=key))
+    code, _ = status_of(lambda: _capture(psp, charge.charge_id, 5_000, key=key))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert _movements(psp, charge.charge_id) == [(psp_pb2.AUTHORIZE, 1_000)]
 
@@ -224,29 +218,29 @@ def test_a_refused_call_releases_its_key(psp: Psp) -> None:
 def test_void_only_releases_an_uncaptured_hold(psp: Psp) -> None:
     captured = _authorize(psp, 1_000)
     _capture(psp, captured.charge_id, 1_000)
-    code, message = _status_of(lambda: _void(psp, captured.charge_id))
+    code, message = status_of(lambda: _void(psp, captured.charge_id))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "captured" in message
 
     held = _authorize(psp, 1_000)
     voided = _void(psp, held.charge_id)
     assert voided.status == psp_pb2.VOIDED
     assert _movements(psp, held.charge_id) == [(psp_pb2.AUTHORIZE, 1_000), (psp_pb2.VOID, 1_000)]
-    code, _ = _status_of(lambda: _capture(psp, held.charge_id, 1_000))
+    code, _ = status_of(lambda: _capture(psp, held.charge_id, 1_000))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    code, _ = _status_of(lambda: _void(psp, held.charge_id))
+    code, _ = status_of(lambda: _void(psp, held.charge_id))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_refunds_never_exceed_the_captured_amount(psp: Psp) -> None:
     charge = _authorize(psp, 1_000)
-    code, _ = _status_of(lambda: _refund(psp, charge.charge_id, 100))
+    code, _ = status_of(lambda: _refund(psp, charge.charge_id, 100))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     _capture(psp, charge.charge_id, 800)
     assert _refund(psp, charge.charge_id, 500).refunded_cents == 500
-    code, message = _status_of(lambda: _refund(psp, charge.charge_id, 301))
+    code, message = status_of(lambda: _refund(psp, charge.charge_id, 301))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "301" in message and "300" in message
     assert _refund(psp, charge.charge_id, 300).refunded_cents == 800
-    code, _ = _status_of(lambda: _refund(psp, charge.charge_id, 1))
+    code, _ = status_of(lambda: _refund(psp, charge.charge_id, 1))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert _movements(psp, charge.charge_id) == [
         (psp_pb2.AUTHORIZE, 1_000),
@@ -261,7 +255,7 @@ def test_a_declined_card_is_a_result_that_moves_no_money(psp: Psp) -> None:
     charge = _authorize(psp, 1_000, method="tok_chargeDeclined", description=ride)
     assert (charge.status, charge.decline_reason, charge.authorized_cents) == (psp_pb2.DECLINED, "card_declined", 0)
     assert charge.description == ride
-    code, _ = _status_of(lambda: _capture(psp, charge.charge_id, 1_000))
+    code, _ = status_of(lambda: _capture(psp, charge.charge_id, 1_000))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert _movements(psp, description=ride) == []
 
@@ -292,7 +286,7 @@ def test_errors_and_outages_fail_money_calls_only(faulty: Psp) -> None:
             lambda: _void(faulty, charge.charge_id),
             lambda: _refund(faulty, charge.charge_id, 1),
         ):
-            code, _ = _status_of(call)
+            code, _ = status_of(call)
             assert code == grpc.StatusCode.UNAVAILABLE
         assert faulty.GetCharge(psp_pb2.GetChargeRequest(charge_id=charge.charge_id), timeout=CALL_TIMEOUT) == charge
         assert _movements(faulty, charge.charge_id) == [(psp_pb2.AUTHORIZE, 1_000)]
@@ -304,7 +298,7 @@ def test_errors_and_outages_fail_money_calls_only(faulty: Psp) -> None:
 def test_latency_delays_money_calls_only(faulty: Psp) -> None:
     charge = _authorize(faulty, 1_000)
     faulty.SetFaults(psp_pb2.Faults(latency_ms=30_000), timeout=CALL_TIMEOUT)
-    code, _ = _status_of(
+    code, _ = status_of(
         lambda: faulty.Void(psp_pb2.VoidRequest(idempotency_key=_key(), charge_id=charge.charge_id), timeout=1.0)
     )
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -334,7 +328,7 @@ def test_ridectl_changes_only_the_faults_it_names(faulty: Psp, capsys: pytest.Ca
 
 def _refused(method: Callable[..., object], request: Message, starts: str) -> None:
     """The call is refused as bad input, with a message that starts with `starts`."""
-    code, message = _status_of(lambda: method(request, timeout=CALL_TIMEOUT))
+    code, message = status_of(lambda: method(request, timeout=CALL_TIMEOUT))
     assert (code, message[: len(starts)]) == (grpc.StatusCode.INVALID_ARGUMENT, starts), message
 
 
@@ -385,7 +379,7 @@ def test_unknown_charges_are_not_found(psp: Psp) -> None:
         lambda: _refund(psp, unknown, 1),
         lambda: psp.GetCharge(psp_pb2.GetChargeRequest(charge_id=unknown), timeout=CALL_TIMEOUT),
     ):
-        code, message = _status_of(call)
+        code, message = status_of(call)
         assert code == not_found and unknown in message
     assert _movements(psp, unknown) == []
 
@@ -443,7 +437,7 @@ def test_keys_are_reaped_after_24_hours_and_a_reaped_key_never_moves_money_twice
     assert _kept([moved, declined, young]) == {young}
     assert _authorize(psp, 900, key=young, description=ride) == kept, "a key younger than 24 h is replayed"
 
-    code, message = _status_of(lambda: _authorize(psp, 700, key=moved, description=ride))
+    code, message = status_of(lambda: _authorize(psp, 700, key=moved, description=ride))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and moved in message and "reaped" in message
     assert _movements(psp, description=ride) == [(psp_pb2.AUTHORIZE, 700), (psp_pb2.AUTHORIZE, 900)]
     assert _kept([moved]) == set(), "the refused call released the key"
