@@ -41,6 +41,7 @@ KAFKA_TIMEOUT_SECONDS = 30.0
 # group coordinator went away (seen here when Kafka restarts: it blocked for 10 minutes).
 TXN_CALL_SECONDS = 5.0
 STUCK_AFTER_SECONDS = TXN_CALL_SECONDS + 3
+REWIND_SECONDS = 10.0  # reading the committed offsets; past it the consumer is replaced
 T = TypeVar("T")
 
 
@@ -222,7 +223,7 @@ class TransactionalLoop:
                     log.warning(
                         "Kafka was unreachable; replacing the producer", extra={"fields": {"loop": self.config.name}}
                     )
-                    producer = await self._recover(producer, consumer, ProducerStuck("brokers were down"))
+                    producer, consumer = await self._recover(producer, consumer, ProducerStuck("brokers were down"))
                     continue
                 try:
                     await self._commit_batch(producer, consumer, records)
@@ -233,7 +234,7 @@ class TransactionalLoop:
                     attempt += 1
                     if self.settled:
                         self.settled(False)
-                    producer = await self._recover(producer, consumer, error)
+                    producer, consumer = await self._recover(producer, consumer, error)
                     await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)))
         finally:
             await loop.run_in_executor(None, consumer.close)
@@ -338,10 +339,13 @@ class TransactionalLoop:
         ]
         return Outgoing(self.config.dead_letter_topic, record.key(), record.value(), headers)
 
-    async def _recover(self, producer: Producer, consumer: Consumer, error: BaseException) -> Producer:
+    async def _recover(self, producer: Producer, consumer: Consumer, error: BaseException) -> tuple[Producer, Consumer]:
         """Aborts the open transaction (or replaces a fenced, broken or stuck producer) and
         rewinds the consumer to its committed offsets, so the batch is handled again. While
-        Kafka is unreachable it keeps trying, with backoff, rather than giving up."""
+        Kafka is unreachable it keeps trying, with backoff, rather than giving up. A
+        consumer that cannot read its committed offsets (seen after a Kafka restart: its
+        group coordinator lookup never came back) is replaced by a new one, which starts
+        from the committed offsets by itself."""
         replace = isinstance(error, ProducerStuck) or (isinstance(error, KafkaException) and error.args[0].fatal())
         log.warning(
             "batch aborted", extra={"fields": {"loop": self.config.name, "error": repr(error), "replace": replace}}
@@ -349,7 +353,8 @@ class TransactionalLoop:
         pause = BACKOFF_BASE_SECONDS
         while True:
             try:
-                return await self._abort_and_rewind(producer, consumer, replace)
+                producer = await self._abort_or_replace(producer, replace)
+                break
             except (KafkaException, ProducerStuck) as again:
                 replace = True
                 log.warning(
@@ -357,23 +362,34 @@ class TransactionalLoop:
                 )
                 await asyncio.sleep(pause)
                 pause = min(BACKOFF_CAP_SECONDS, pause * 2)
+        try:
+            await self._rewind(consumer)
+        except (KafkaException, ProducerStuck) as lost:
+            log.warning(
+                "committed offsets unreadable; replacing the consumer",
+                extra={"fields": {"loop": self.config.name, "error": repr(lost)}},
+            )
+            with contextlib.suppress(KafkaException, ProducerStuck):
+                await bounded(consumer.close, timeout=REWIND_SECONDS)
+            consumer = self._consumer()
+        return producer, consumer
 
-    async def _abort_and_rewind(self, producer: Producer, consumer: Consumer, replace: bool) -> Producer:
+    async def _abort_or_replace(self, producer: Producer, replace: bool) -> Producer:
         if not replace:
             try:
                 await bounded(producer.abort_transaction, TXN_CALL_SECONDS)
+                return producer
             except (KafkaException, ProducerStuck) as abort_error:
-                replace = True
                 log.warning("abort failed; replacing the producer", extra={"fields": {"error": repr(abort_error)}})
-        if replace:
-            # The outcome of the last transaction is unknown or the producer is fenced or
-            # stuck: a new producer's init_transactions fences the old one and aborts
-            # whatever its epoch left open.
-            producer = await self._new_producer()
+        # The outcome of the last transaction is unknown or the producer is fenced or
+        # stuck: a new producer's init_transactions fences the old one and aborts whatever
+        # its epoch left open.
+        return await self._new_producer()
+
+    async def _rewind(self, consumer: Consumer) -> None:
         assigned = consumer.assignment()
         if assigned:
-            committed = await bounded(consumer.committed, assigned, KAFKA_TIMEOUT_SECONDS, timeout=60)
+            committed = await bounded(consumer.committed, assigned, REWIND_SECONDS, timeout=REWIND_SECONDS + 3)
             for tp in committed:
                 offset = tp.offset if tp.offset >= 0 else -2  # OFFSET_BEGINNING
                 consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-        return producer

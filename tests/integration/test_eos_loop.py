@@ -7,15 +7,16 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from ridesaga.saga.v1 import saga_pb2
 from services.shared.clocks import HybridLogicalClock
-from services.shared.eos import LoopConfig, TransactionalLoop
+from services.shared.eos import LoopConfig, Retry, TransactionalLoop
 from services.shared.messages import Outgoing, envelope, outgoing
 from services.shared.topology import INFRA
 
@@ -167,3 +168,40 @@ def test_a_handler_that_always_fails_is_dead_lettered_and_the_others_commit(topi
     others = expected - {broken}
     seen, done = asyncio.run(_run_until_committed(_loop(topics, buggy), topics[1], others | {""}, timeout=60))
     assert done, f"missing outputs for {sorted(others - seen)} (or no dead letter)"
+
+
+class OffsetsUnreadable(TransactionalLoop):
+    """A loop whose consumer cannot read its committed offsets once (as after a Kafka
+    restart whose group coordinator lookup never came back)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rewinds_refused = 0
+
+    async def _rewind(self, consumer: Consumer) -> None:
+        if self.rewinds_refused == 0:
+            self.rewinds_refused += 1
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets"))
+        await super()._rewind(consumer)
+
+
+def test_a_consumer_that_cannot_read_its_offsets_is_replaced_and_nothing_is_lost(
+    topics: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    expected = set(_send(topics[0], 6))
+    first_try = True
+
+    async def down_once(env: saga_pb2.Envelope) -> list[Outgoing]:
+        nonlocal first_try
+        if first_try:
+            first_try = False
+            raise Retry("the database is down")  # aborts the batch: the loop must rewind
+        return _reply(env, topics[1])
+
+    plain = _loop(topics, down_once)
+    loop = OffsetsUnreadable(plain.config, down_once)
+    with caplog.at_level(logging.WARNING, logger="services.shared.eos"):
+        seen, done = asyncio.run(_run_until_committed(loop, topics[1], expected, timeout=90))
+    assert done, f"missing outputs for {sorted(expected - seen)}"
+    assert loop.rewinds_refused == 1
+    assert any(r.getMessage() == "committed offsets unreadable; replacing the consumer" for r in caplog.records)
