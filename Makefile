@@ -9,7 +9,7 @@ export ZK_NODES REPLICAS
 .PHONY: bootstrap up down status demo test lint protos bench load load-ui drill compose-up compose-down deploy-render
 
 bootstrap:
-	@$(PYTHON) scripts/bootstrap.py
+	@$(PYTHON) -m deploy.local.bootstrap
 
 up: bootstrap
 	@$(RIDECTL) up
@@ -30,7 +30,7 @@ protos: bootstrap
 lint: bootstrap
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy services ridectl scripts tests loadtests
+	@$(VENV)/bin/mypy services deploy drills bench ridectl scripts tests loadtests
 
 test: bootstrap
 	@scripts/test.sh
@@ -39,7 +39,7 @@ test: bootstrap
 # `ridectl bench all` writes docs/benchmarks.md; `ridectl bench tracing` measures tracing's cost.
 bench: up
 	@$(RIDECTL) bench all
-	@$(VENV)/bin/python -m ridectl.detector_bench
+	@$(VENV)/bin/python -m bench.detectors
 
 # Locust, headless: CSV files and the HTML report in results/load, then `ridectl check`.
 LOAD_USERS ?= 20
@@ -67,4 +67,4 @@ compose-down:
 	@$(COMPOSE) down -v
 
 deploy-render: bootstrap
-	@$(VENV)/bin/python scripts/render_deploy.py
+	@$(VENV)/bin/python -m deploy.render

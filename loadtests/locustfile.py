@@ -30,7 +30,7 @@ from locust.env import Environment
 from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
-from services.shared.topology import service
+from services.runtime.topology import service
 
 grpc_gevent.init_gevent()
 

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from ridectl import checker
-from ridectl.stack import paths
+from deploy.local import paths
+from drills import checker
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 SETTLE_SECONDS = 180.0

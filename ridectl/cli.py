@@ -15,9 +15,9 @@ from typing import Any
 
 import grpc
 
+from deploy.local import environment, lifecycle, paths
+from deploy.local.errors import StackError
 from ridectl import rides
-from ridectl.stack import lifecycle, paths
-from ridectl.stack.errors import StackError
 
 SAN_FRANCISCO_DEMO = ("37.7793,-122.4193", "37.8080,-122.4177")  # City Hall to Fisherman's Wharf
 
@@ -26,8 +26,8 @@ def _breakers() -> dict[str, object]:
     """The circuit breakers' states, as the services last published them to Redis."""
     import redis
 
-    from services.shared.downstream import BREAKERS_KEY
-    from services.shared.topology import INFRA
+    from services.blocks.downstream import BREAKERS_KEY
+    from services.runtime.topology import INFRA
 
     client = redis.Redis(
         host="127.0.0.1", port=INFRA.redis, socket_timeout=1, socket_connect_timeout=1, decode_responses=True
@@ -59,7 +59,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    lifecycle.up()
+    """The stack modes asked for in the environment (ZK_NODES=3, REPLICAS=payment=2, ...)
+    become the stack value that `up` starts and keeps."""
+    lifecycle.up(paths.RUN, environment.requested_stack(previous=lifecycle.running(paths.RUN)))
     return 0
 
 
@@ -82,7 +84,7 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ridectl import checker
+    from drills import checker
 
     result = checker.report(checker.collect())
     if args.json:
@@ -146,7 +148,7 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def _bench_tracing(args: argparse.Namespace) -> int:
-    from ridectl import bench
+    from bench import tracing as bench
 
     results = bench.tracing(args.rides, args.concurrency, args.rounds)
     if args.json:
@@ -173,7 +175,7 @@ def _numbers(flag: str, text: str, kind: type[float] | type[int]) -> list[Any]:
 
 
 def _bench_all(args: argparse.Namespace) -> int:
-    from ridectl import benchmarks
+    from bench import suite as benchmarks
 
     rates = _numbers("--rates", args.rates, float)
     concurrencies = _numbers("--concurrency", args.concurrency, int)
@@ -219,7 +221,7 @@ def parser() -> argparse.ArgumentParser:
     every.add_argument("--out", default=str(paths.REPO / "docs" / "benchmarks.md"))
     every.add_argument("--json", action="store_true")
     every.set_defaults(handler=_bench_all)
-    from ridectl.drills import cli as drill_cli
+    from ridectl import drill as drill_cli
 
     drill_cli.add_commands(commands)
     from ridectl import mesh

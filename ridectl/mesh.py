@@ -8,7 +8,7 @@ import json
 import urllib.parse
 import urllib.request
 
-from services.shared.topology import service
+from services.runtime.topology import service
 
 ABORT_PERCENT = "fault.http.abort.abort_percent"
 DELAY_PERCENT = "fault.http.delay.fixed_delay_percent"

@@ -11,10 +11,10 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2_grpc
-from services.shared import mesh
-from services.shared.probe import reached
-from services.shared.telemetry import setup_tracing
-from services.shared.topology import INFRA, SERVICES, service
+from services.runtime import mesh
+from services.runtime.probe import reached
+from services.runtime.telemetry import setup_tracing
+from services.runtime.topology import INFRA, SERVICES, service
 
 PROBE_TIMEOUT_SECONDS = 10.0
 

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
-from services.shared.topology import service
+from services.runtime.topology import service
 
 CALL_TIMEOUT_SECONDS = 5.0
 # The Faults message's fields, which are also the destinations of the flags that set them.

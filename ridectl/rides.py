@@ -18,7 +18,7 @@ from google.protobuf.json_format import MessageToDict
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.trip.v1 import trip_pb2
-from services.shared.topology import service
+from services.runtime.topology import service
 
 CALL_TIMEOUT_SECONDS = 10.0
 

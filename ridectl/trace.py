@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from services.shared.topology import INFRA
+from services.runtime.topology import INFRA
 
 JAEGER = f"http://127.0.0.1:{INFRA.jaeger_query}"
 KINDS = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}

@@ -13,7 +13,7 @@ teardown() { "$VENV/bin/ridectl" down || rc=1; }
 echo "test: lint (ruff, mypy) and generated-stub check"
 "$VENV/bin/ruff" check . || rc=1
 "$VENV/bin/ruff" format --check . || rc=1
-"$VENV/bin/mypy" services ridectl scripts tests loadtests || rc=1
+"$VENV/bin/mypy" services deploy drills bench ridectl scripts tests loadtests || rc=1
 "$VENV/bin/python" scripts/protogen.py --check || rc=1
 
 echo "test: starting the local stack in $RIDESAGA_RUN_DIR"

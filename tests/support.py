@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ridectl.stack import paths
-from services.shared.topology import service
+from deploy.local import paths
+from services.runtime.topology import service
 
 T = TypeVar("T")
 
@@ -77,7 +77,7 @@ def db_rows(dbname: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[A
     """Reads a service's database directly, as the checker does."""
     import psycopg
 
-    from services.shared.topology import INFRA
+    from services.runtime.topology import INFRA
 
     with psycopg.connect(f"host=127.0.0.1 port={INFRA.postgres} dbname={dbname} user=postgres") as conn:
         return conn.execute(sql.encode(), params).fetchall()

@@ -13,8 +13,8 @@ case "$what" in
   rider|trip|driver|payment|psp) exec python -m "services.$what.entrypoint" "$@" ;;
   sweeper) exec python -m services.trip.sweeper "$@" ;;
   fleet) exec python -m services.fleet.main "$@" ;;
-  migrate) exec python -m ridectl.deploy.migrate "$@" ;;
-  health) exec python -m ridectl.deploy.healthcheck "$@" ;;
+  migrate) exec python -m deploy.docker.migrate "$@" ;;
+  health) exec python -m deploy.docker.healthcheck "$@" ;;
   locust) exec locust -f /app/loadtests/locustfile.py "$@" ;;
   ridectl) exec ridectl "$@" ;;
   help)

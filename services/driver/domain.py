@@ -1,7 +1,7 @@
 """Drivers and their availability; no I/O.
 
 A driver is available for matching while its heartbeats keep arriving. Two detectors
-judge that: the phi accrual detector (services/shared/failure_detectors.py), which adapts
+judge that: the phi accrual detector (services/blocks/failure_detectors.py), which adapts
 to each driver's own heartbeat rhythm and takes a silent driver out within seconds, and
 a fixed timeout of MAX_SILENCE_MS behind it, which also covers drivers this process has
 no history for yet (after a restart)."""
@@ -12,8 +12,8 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from services.shared import validation
-from services.shared.errors import InvalidArgument
+from services.runtime import validation
+from services.runtime.errors import InvalidArgument
 
 MAX_SILENCE_MS = 15_000
 MAX_RADIUS_KM = 50.0

@@ -16,23 +16,24 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
 from ridesaga.saga.v1 import saga_pb2
+from services.blocks import retention
+from services.blocks.clocks import HybridLogicalClock
+from services.blocks.exactly_once import LoopConfig, TransactionalLoop
+from services.blocks.failure_detectors import PhiAccrualDetector
+from services.blocks.fencing import FencedLock
 from services.driver import domain
 from services.driver.adapters import DriverLocations, DriverRegistry
 from services.driver.offers import OfferHub
 from services.driver.participant import REPLIES, DriverParticipant
-from services.shared import config, db, retention, validation
-from services.shared.clocks import HybridLogicalClock
-from services.shared.eos import LoopConfig, TransactionalLoop
-from services.shared.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound, grpc_errors
-from services.shared.failure_detectors import PhiAccrualDetector
-from services.shared.grpc_server import Context, Lifecycle, serve
-from services.shared.locks import FencedLock
-from services.shared.messages import envelope, outgoing
-from services.shared.periodic import decided
-from services.shared.probe import probe
-from services.shared.publisher import Publisher
-from services.shared.telemetry import ride_scope
-from services.shared.topology import service
+from services.runtime import config, db, validation
+from services.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound, grpc_errors
+from services.runtime.grpc_server import Context, Lifecycle, serve
+from services.runtime.messages import envelope, outgoing
+from services.runtime.periodic import decided
+from services.runtime.probe import probe
+from services.runtime.publisher import Publisher
+from services.runtime.telemetry import ride_scope
+from services.runtime.topology import service
 
 SPEC = service("driver")
 # An acceptance is answered once the saga has taken it; the app calls with a 5 s deadline.

@@ -22,13 +22,13 @@ from redis.exceptions import RedisError
 
 from ridesaga.driver.v1 import driver_pb2
 from ridesaga.saga.v1 import saga_pb2
+from services.blocks.clocks import HybridLogicalClock, Timestamp
+from services.blocks.failure_detectors import PhiAccrualDetector
+from services.blocks.fencing import FencedLock, Lease
 from services.driver import domain
 from services.driver.adapters import DriverLocations, DriverRegistry, reserve
 from services.driver.offers import OfferHub
-from services.shared.clocks import HybridLogicalClock, Timestamp
-from services.shared.failure_detectors import PhiAccrualDetector
-from services.shared.locks import FencedLock, Lease
-from services.shared.messages import Outgoing, Poison, envelope, outgoing
+from services.runtime.messages import Outgoing, Poison, envelope, outgoing
 
 REPLIES = "trip.replies"
 log = logging.getLogger(__name__)

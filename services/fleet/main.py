@@ -21,12 +21,12 @@ from opentelemetry import propagate, trace
 
 from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
+from services.blocks.retry import Backoff, next_wait
 from services.fleet.sim import SAN_FRANCISCO, spawn, wander
-from services.shared import mesh
-from services.shared.config import telemetry_target, trace_sample_ratio
-from services.shared.retry import Backoff, next_wait
-from services.shared.telemetry import setup_logging, setup_tracing
-from services.shared.topology import service
+from services.runtime import mesh
+from services.runtime.config import telemetry_target, trace_sample_ratio
+from services.runtime.telemetry import setup_logging, setup_tracing
+from services.runtime.topology import service
 
 log = logging.getLogger("fleet")
 tracer = trace.get_tracer("fleet")

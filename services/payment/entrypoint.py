@@ -13,15 +13,16 @@ from psycopg_pool import AsyncConnectionPool
 from ridesaga.common.v1 import common_pb2
 from ridesaga.payment.v1 import payment_pb2_grpc
 from ridesaga.psp.v1 import psp_pb2_grpc
+from services.blocks import retention
+from services.blocks.breaker import BreakerConfig
+from services.blocks.downstream import Downstream
+from services.blocks.exactly_once import LoopConfig, TransactionalLoop
 from services.payment.participant import PaymentParticipant
-from services.shared import config, db, mesh, retention
-from services.shared.breaker import BreakerConfig
-from services.shared.downstream import Downstream
-from services.shared.eos import LoopConfig, TransactionalLoop
-from services.shared.grpc_server import Context, Lifecycle, serve
-from services.shared.periodic import every
-from services.shared.probe import probe
-from services.shared.topology import service
+from services.runtime import config, db, mesh
+from services.runtime.grpc_server import Context, Lifecycle, serve
+from services.runtime.periodic import every
+from services.runtime.probe import probe
+from services.runtime.topology import service
 
 SPEC = service("payment")
 # Judged over the last 10 calls, opens at half failing, probes after 5 s.

@@ -23,10 +23,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from ridesaga.saga.v1 import saga_pb2
+from services.blocks.clocks import HybridLogicalClock, Timestamp
+from services.blocks.downstream import Downstream, Unavailable
 from services.payment.ledger import capture_postings, write_off_postings
-from services.shared.clocks import HybridLogicalClock, Timestamp
-from services.shared.downstream import Downstream, Unavailable
-from services.shared.messages import PAYMENT_REJECTED, Outgoing, Poison, envelope, outgoing
+from services.runtime.messages import PAYMENT_REJECTED, Outgoing, Poison, envelope, outgoing
 
 REPLIES = "trip.replies"
 PSP_TIMEOUT_SECONDS = 5.0

@@ -14,10 +14,10 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from services.blocks.idempotency import KEEP_MS
 from services.psp import domain
 from services.psp.domain import Charge, ChargeStatus, IdempotencyKey, Movement, Operation, Outcome
-from services.shared.errors import NotFound
-from services.shared.idempotency import KEEP_MS
+from services.runtime.errors import NotFound
 
 Encode = Callable[[Charge], bytes]
 """Turns a charge into the response bytes stored with its key and replayed verbatim."""

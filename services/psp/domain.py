@@ -11,8 +11,8 @@ import enum
 import uuid
 from dataclasses import dataclass, replace
 
-from services.shared.errors import Aborted, FailedPrecondition, InvalidArgument
-from services.shared.idempotency import fingerprint, validate_key
+from services.blocks.idempotency import fingerprint, validate_key
+from services.runtime.errors import Aborted, FailedPrecondition, InvalidArgument
 
 MAX_PAYMENT_METHOD_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 500

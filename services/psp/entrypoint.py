@@ -17,12 +17,12 @@ from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from services.psp import domain
 from services.psp.adapters import Claim, PspStore
 from services.psp.domain import Charge, Movement, Operation, Outcome
-from services.shared import config, db, validation
-from services.shared.errors import DomainError, NotFound, grpc_errors
-from services.shared.grpc_server import Context, Lifecycle, serve
-from services.shared.periodic import every
-from services.shared.probe import probe
-from services.shared.topology import service
+from services.runtime import config, db, validation
+from services.runtime.errors import DomainError, NotFound, grpc_errors
+from services.runtime.grpc_server import Context, Lifecycle, serve
+from services.runtime.periodic import every
+from services.runtime.probe import probe
+from services.runtime.topology import service
 
 SPEC = service("psp")
 REAP_INTERVAL_SECONDS = 60.0

@@ -7,8 +7,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from services.blocks.idempotency import KEEP_MS, KeyRecord
 from services.rider.domain import Rider
-from services.shared.idempotency import KEEP_MS, KeyRecord
 
 
 class RiderStore:

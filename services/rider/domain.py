@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from services.shared import validation
-from services.shared.errors import InvalidArgument
+from services.runtime import validation
+from services.runtime.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,13 @@ from redis.exceptions import RedisError
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.trip.v1 import trip_pb2, trip_pb2_grpc
+from services.blocks import idempotency
+from services.blocks.downstream import Downstream, Unavailable
+from services.blocks.ratelimit import TokenBucket
 from services.rider.adapters import RequestStore, RiderStore
 from services.rider.domain import Rider, RideRequest, new_rider, ride_request
-from services.shared import config, db, idempotency, mesh, validation
-from services.shared.downstream import Downstream, Unavailable
-from services.shared.errors import (
+from services.runtime import config, db, mesh, validation
+from services.runtime.errors import (
     DependencyUnavailable,
     DomainError,
     FailedPrecondition,
@@ -29,12 +31,11 @@ from services.shared.errors import (
     RateLimited,
     grpc_errors,
 )
-from services.shared.grpc_server import Context, Lifecycle, serve
-from services.shared.periodic import every
-from services.shared.probe import probe
-from services.shared.ratelimit import TokenBucket
-from services.shared.telemetry import ride_scope
-from services.shared.topology import service
+from services.runtime.grpc_server import Context, Lifecycle, serve
+from services.runtime.periodic import every
+from services.runtime.probe import probe
+from services.runtime.telemetry import ride_scope
+from services.runtime.topology import service
 
 SPEC = service("rider")
 R = TypeVar("R")

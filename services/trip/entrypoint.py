@@ -17,17 +17,18 @@ from ridesaga.driver.v1 import driver_pb2_grpc
 from ridesaga.payment.v1 import payment_pb2_grpc
 from ridesaga.saga.v1 import saga_pb2
 from ridesaga.trip.v1 import trip_pb2, trip_pb2_grpc
-from services.shared import config, db, mesh, retention, validation
-from services.shared.clocks import HybridLogicalClock
-from services.shared.eos import LoopConfig, TransactionalLoop
-from services.shared.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound, grpc_errors
-from services.shared.grpc_server import Context, Lifecycle, serve
-from services.shared.messages import envelope, outgoing
-from services.shared.periodic import decided
-from services.shared.probe import probe
-from services.shared.publisher import Publisher
-from services.shared.telemetry import ride_scope
-from services.shared.topology import service
+from services.blocks import retention
+from services.blocks.clocks import HybridLogicalClock
+from services.blocks.exactly_once import LoopConfig, TransactionalLoop
+from services.runtime import config, db, mesh, validation
+from services.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound, grpc_errors
+from services.runtime.grpc_server import Context, Lifecycle, serve
+from services.runtime.messages import envelope, outgoing
+from services.runtime.periodic import decided
+from services.runtime.probe import probe
+from services.runtime.publisher import Publisher
+from services.runtime.telemetry import ride_scope
+from services.runtime.topology import service
 from services.trip import adapters, fares, saga
 from services.trip.orchestrator import Orchestrator
 from services.trip.sweeper import TRIP_COMMANDS

@@ -1,6 +1,6 @@
 """The orchestrator's handler: one saga message in, the saga's commands out.
 
-Runs inside the transactional loop (services/shared/eos.py). Each message's transition,
+Runs inside the transactional loop (services/blocks/exactly_once.py). Each message's transition,
 its saga-log entries and its processed-message record commit in one PostgreSQL
 transaction; the commands it produced are stored with that record, so a message
 redelivered after an aborted Kafka transaction re-emits exactly the same commands."""
@@ -15,8 +15,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from ridesaga.common.v1 import common_pb2
 from ridesaga.saga.v1 import saga_pb2
-from services.shared.clocks import HybridLogicalClock, Timestamp
-from services.shared.messages import Outgoing, Poison, envelope, outgoing
+from services.blocks.clocks import HybridLogicalClock, Timestamp
+from services.runtime.messages import Outgoing, Poison, envelope, outgoing
 from services.trip import adapters, saga
 
 PAYMENT_COMMANDS = "payment.commands"

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from services.shared.messages import PAYMENT_REJECTED
+from services.runtime.messages import PAYMENT_REJECTED
 
 
 class State(StrEnum):

@@ -3,7 +3,7 @@ StepTimedOut message, which the orchestrator handles like any other (so every
 transition still happens in one place, exactly once). This is what bounds the time
 every saga takes to reach a terminal state, whatever crashed.
 
-Two sweepers run; one leads, elected on ZooKeeper (services/shared/leadership.py). The
+Two sweepers run; one leads, elected on ZooKeeper (services/blocks/election.py). The
 leader's every sweep is a write fenced by its epoch: it succeeds only while no newer
 leader has claimed the epoch row, so a leader that was paused past its session and
 wakes up is refused, records the refusal and steps down. Its StepTimedOut messages carry
@@ -28,12 +28,12 @@ from opentelemetry import propagate, trace
 from psycopg_pool import AsyncConnectionPool
 
 from ridesaga.saga.v1 import saga_pb2
-from services.shared import config, db
-from services.shared.clocks import HybridLogicalClock
-from services.shared.leadership import Leadership
-from services.shared.messages import envelope, outgoing
-from services.shared.publisher import Publisher
-from services.shared.telemetry import ride_scope, setup_logging, setup_tracing
+from services.blocks.clocks import HybridLogicalClock
+from services.blocks.election import Leadership
+from services.runtime import config, db
+from services.runtime.messages import envelope, outgoing
+from services.runtime.publisher import Publisher
+from services.runtime.telemetry import ride_scope, setup_logging, setup_tracing
 from services.trip import adapters
 
 SWEEP_INTERVAL_SECONDS = 0.5

@@ -11,7 +11,7 @@ import grpc
 
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
-from services.shared.topology import service
+from services.runtime.topology import service
 
 DOWNTOWN = (37.7793, -122.4193)
 WHARF = (37.8080, -122.4177)

@@ -9,7 +9,7 @@ import os
 import signal
 from collections import Counter
 
-from ridectl import checker
+from drills import checker
 from ridesaga.rider.v1 import rider_pb2_grpc
 from tests.e2e.rides import Booking, book, channel, create_rider, settle
 from tests.support import db_rows, status

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from ridectl import checker
-from ridectl.checker import Movement, RideRecord
-from ridectl.drills.history import read
+from drills import checker
+from drills.checker import Movement, RideRecord
+from drills.history import read
 from tests.support import db_rows, ridectl
 
 

@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from ridectl.stack import paths
+from deploy.local import paths
 
 
 def test_a_short_headless_load_has_no_failures_and_a_valid_check(tmp_path: Path) -> None:

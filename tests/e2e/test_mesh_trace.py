@@ -7,7 +7,7 @@ import urllib.request
 from typing import Any
 
 from ridectl.probe import mesh_probe
-from services.shared.topology import INFRA, SERVICES
+from services.runtime.topology import INFRA, SERVICES
 from tests.support import wait_for
 
 EXPECTED_EDGES = {("rider", "trip"), ("trip", "driver"), ("trip", "payment"), ("payment", "psp")}

@@ -21,9 +21,9 @@ from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.saga.v1 import saga_pb2
-from services.shared.clocks import HybridLogicalClock
-from services.shared.messages import envelope
-from services.shared.topology import INFRA
+from services.blocks.clocks import HybridLogicalClock
+from services.runtime.messages import envelope
+from services.runtime.topology import INFRA
 from tests.support import db_rows, ride_story, sidecar_channel, wait_for
 
 # Far from the simulated fleet (San Francisco) and from the other tests' drivers.

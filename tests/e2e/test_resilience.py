@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import redis
 
-from ridectl import checker
-from ridectl.stack import paths
-from ridectl.stack.supervisor import Supervisor
+from deploy.local import paths
+from deploy.local.supervisor import Supervisor
+from drills import checker
 from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from ridesaga.rider.v1 import rider_pb2_grpc
-from services.shared.downstream import BREAKERS_KEY
-from services.shared.topology import INFRA
+from services.blocks.downstream import BREAKERS_KEY
+from services.runtime.topology import INFRA
 from tests.e2e.rides import Booking, book, channel, create_rider, settle
 from tests.support import db_rows, ridectl, sidecar_channel, wait_for
 

@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ridectl.stack import paths
+from deploy.local import paths
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
-from services.shared.topology import SERVICES
+from services.runtime.topology import SERVICES
 from tests.support import book_ride, ride_story, ridectl, sidecar_channel, wait_for
 
 APPS = {s.name for s in SERVICES} | {"fleet"}

@@ -9,7 +9,7 @@ from collections import Counter
 
 import grpc
 
-from ridectl import checker
+from drills import checker
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from tests.e2e.rides import LOS_ANGELES, RETRYABLE, Booking, book, channel, create_rider, settle
 

@@ -1,4 +1,4 @@
-"""Every RPC answers bad input with the status codes of services/shared/errors.py
+"""Every RPC answers bad input with the status codes of services/runtime/errors.py
 (INVALID_ARGUMENT, NOT_FOUND, ...), through the sidecars, with a message naming the field."""
 
 import uuid

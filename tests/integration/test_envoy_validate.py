@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from ridectl.stack import paths
-from ridectl.stack.envoy import sidecar_config
-from services.shared.topology import SERVICES, service
+from deploy.envoy.render import sidecar_config
+from deploy.local import paths
+from services.runtime.topology import SERVICES, service
 
 
 def _validate(config: dict, tmp_path: Path) -> subprocess.CompletedProcess[str]:  # type: ignore[type-arg]

@@ -1,4 +1,4 @@
-"""The transactional loop (services/shared/eos.py) against the real broker: it keeps
+"""The transactional loop (services/blocks/exactly_once.py) against the real broker: it keeps
 making progress when its handlers are slow or fail, which is what keeps sagas live."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from ridesaga.saga.v1 import saga_pb2
-from services.shared.clocks import HybridLogicalClock
-from services.shared.eos import LoopConfig, Retry, TransactionalLoop
-from services.shared.messages import Outgoing, envelope, outgoing
-from services.shared.topology import INFRA
+from services.blocks.clocks import HybridLogicalClock
+from services.blocks.exactly_once import LoopConfig, Retry, TransactionalLoop
+from services.runtime.messages import Outgoing, envelope, outgoing
+from services.runtime.topology import INFRA
 
 BOOTSTRAP = f"127.0.0.1:{INFRA.kafka}"
 
@@ -127,7 +127,7 @@ def test_a_batch_slower_than_the_transaction_timeout_still_commits(
         return _reply(env, topics[1])
 
     loop = _loop(topics, starved, batch_wait=2.0)
-    with caplog.at_level(logging.WARNING, logger="services.shared.eos"):
+    with caplog.at_level(logging.WARNING, logger="services.blocks.exactly_once"):
         seen, done = asyncio.run(_run_until_committed(loop, topics[1], expected, timeout=120))
     aborted = [r.getMessage() for r in caplog.records if r.getMessage() == "batch aborted"]
     assert done, f"{len(expected - seen)} of 12 outputs never committed; {len(aborted)} batches aborted"
@@ -147,7 +147,7 @@ def test_a_failing_handler_is_retried_in_place_without_aborting_the_batch(
             raise RuntimeError("a bug that happens twice")
         return _reply(env, topics[1])
 
-    with caplog.at_level(logging.WARNING, logger="services.shared.eos"):
+    with caplog.at_level(logging.WARNING, logger="services.blocks.exactly_once"):
         seen, done = asyncio.run(_run_until_committed(_loop(topics, flaky), topics[1], expected, timeout=60))
     assert done, f"missing outputs for {sorted(expected - seen)}"
     assert failures == {failing: 2}
@@ -200,7 +200,7 @@ def test_a_consumer_that_cannot_read_its_offsets_is_replaced_and_nothing_is_lost
 
     plain = _loop(topics, down_once)
     loop = OffsetsUnreadable(plain.config, down_once)
-    with caplog.at_level(logging.WARNING, logger="services.shared.eos"):
+    with caplog.at_level(logging.WARNING, logger="services.blocks.exactly_once"):
         seen, done = asyncio.run(_run_until_committed(loop, topics[1], expected, timeout=90))
     assert done, f"missing outputs for {sorted(expected - seen)}"
     assert loop.rewinds_refused == 1

@@ -15,13 +15,13 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from ridectl import checker
+from drills import checker
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
+from services.blocks.idempotency import fingerprint
 from services.rider.adapters import RequestStore
 from services.rider.domain import ride_request
-from services.shared.idempotency import fingerprint
-from services.shared.topology import INFRA
+from services.runtime.topology import INFRA
 from tests.support import db_rows, ride_story, sidecar_channel, wait_for
 
 DOWNTOWN = common_pb2.LatLng(lat=37.7793, lng=-122.4193)

@@ -13,10 +13,10 @@ from confluent_kafka.cimpl import NewTopic
 
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.saga.v1 import saga_pb2
-from services.shared.clocks import HybridLogicalClock
-from services.shared.eos import new_transactional_producer
-from services.shared.messages import envelope
-from services.shared.topology import INFRA
+from services.blocks.clocks import HybridLogicalClock
+from services.blocks.exactly_once import new_transactional_producer
+from services.runtime.messages import envelope
+from services.runtime.topology import INFRA
 from tests.support import book_ride, ride_story, sidecar_channel, wait_for
 
 BOOTSTRAP = f"127.0.0.1:{INFRA.kafka}"

@@ -19,9 +19,9 @@ from ridectl.mesh import set_faults
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.trip.v1 import trip_pb2
-from services.shared.clocks import HybridLogicalClock
-from services.shared.messages import Outgoing
-from services.shared.topology import INFRA
+from services.blocks.clocks import HybridLogicalClock
+from services.runtime.messages import Outgoing
+from services.runtime.topology import INFRA
 from services.trip.entrypoint import TripServicer
 from services.trip.sweeper import Sweeper
 from tests.support import db_rows, ride_story, sidecar_channel, status, wait_for

@@ -11,9 +11,9 @@ import uuid
 import psycopg
 import redis.asyncio as aioredis
 
+from services.blocks.fencing import FencedLock
 from services.driver.adapters import reserve
-from services.shared.locks import FencedLock
-from services.shared.topology import INFRA
+from services.runtime.topology import INFRA
 from tests.support import db_rows, status, wait_for
 
 REDIS = f"redis://127.0.0.1:{INFRA.redis}/0"

@@ -5,8 +5,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.shared import migrations
-from services.shared.topology import INFRA
+from services.runtime import migrations
+from services.runtime.topology import INFRA
 
 ADMIN = f"host=127.0.0.1 port={INFRA.postgres} dbname=postgres user=postgres"
 

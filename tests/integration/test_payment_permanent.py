@@ -19,11 +19,11 @@ from ridesaga.common.v1 import common_pb2
 from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.trip.v1 import trip_pb2, trip_pb2_grpc
+from services.blocks import retention
+from services.blocks.exactly_once import DEAD_LETTER_TOPIC
 from services.psp import domain
-from services.shared import retention
-from services.shared.eos import DEAD_LETTER_TOPIC
-from services.shared.messages import PAYMENT_REJECTED, header_carrier
-from services.shared.topology import INFRA
+from services.runtime.messages import PAYMENT_REJECTED, header_carrier
+from services.runtime.topology import INFRA
 from tests.support import request_ride, ride_story, sidecar_channel, status_of, wait_for
 
 CALL_TIMEOUT = 10.0

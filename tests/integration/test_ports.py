@@ -1,7 +1,7 @@
 import os
 import socket
 
-from ridectl.stack.ports import owner_of
+from deploy.local.ports import owner_of
 
 
 def test_the_owner_of_a_busy_port_is_named_and_a_free_port_has_none() -> None:

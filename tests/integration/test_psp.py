@@ -1,6 +1,6 @@
 """The psp through its sidecar: Stripe-like money rules, idempotency keys (docs/saga.md,
 "Idempotency keys at the edge"), its own ledger of money movements, fault knobs, and bad
-input (the status codes of services/shared/errors.py)."""
+input (the status codes of services/runtime/errors.py)."""
 
 import argparse
 import asyncio
@@ -19,7 +19,7 @@ from ridesaga.common.v1 import common_pb2
 from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from services.psp import domain
 from services.psp.adapters import PspStore
-from services.shared.topology import INFRA
+from services.runtime.topology import INFRA
 from tests.support import sidecar_channel, status_of
 
 CALL_TIMEOUT = 10.0

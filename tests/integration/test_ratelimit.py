@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
-from services.shared.ratelimit import Decision, LeakyBucket, SlidingWindow, TokenBucket
-from services.shared.topology import INFRA
+from services.blocks.ratelimit import Decision, LeakyBucket, SlidingWindow, TokenBucket
+from services.runtime.topology import INFRA
 from tests.support import request_ride, sidecar_channel
 
 BURST = 20

@@ -1,4 +1,4 @@
-from services.shared.topology import SERVICES
+from services.runtime.topology import SERVICES
 from tests.support import ridectl, status
 
 

@@ -4,8 +4,8 @@ up` refuses, in one line naming the port and its owner, to start over a busy por
 import os
 import socket
 
-from ridectl.stack.ports import owner_of
-from services.shared.topology import INFRA
+from deploy.local.ports import owner_of
+from services.runtime.topology import INFRA
 from tests.support import ridectl, status
 
 

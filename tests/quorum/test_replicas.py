@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 
-from ridectl import checker
+from deploy.local import paths
+from deploy.local.supervisor import Supervisor
+from drills import checker
 from ridectl.probe import mesh_probe
-from ridectl.stack import paths
-from ridectl.stack.supervisor import Supervisor
 from ridesaga.rider.v1 import rider_pb2_grpc
-from services.shared.topology import service
+from services.runtime.topology import service
 from tests.e2e.rides import Booking, book, channel, create_rider, settle
 from tests.support import status, wait_for
 

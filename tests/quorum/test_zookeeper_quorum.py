@@ -10,10 +10,10 @@ import signal
 
 import psycopg
 
-from ridectl.stack import paths
-from ridectl.stack.supervisor import Supervisor
+from deploy.local import paths
+from deploy.local.supervisor import Supervisor
 from ridesaga.rider.v1 import rider_pb2_grpc
-from services.shared.topology import INFRA
+from services.runtime.topology import INFRA
 from tests.e2e.rides import Booking, book, channel, create_rider, settle
 from tests.support import status, wait_for
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from services.shared.eos import ProducerStuck, bounded
+from services.blocks.exactly_once import ProducerStuck, bounded
 
 
 def test_a_call_that_returns_gives_its_result() -> None:

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.shared.breaker import BreakerConfig, CircuitBreaker, State
-from services.shared.downstream import Downstream
-from services.shared.retry import Backoff, RetryBudget, next_wait
+from services.blocks.breaker import BreakerConfig, CircuitBreaker, State
+from services.blocks.downstream import Downstream
+from services.blocks.retry import Backoff, RetryBudget, next_wait
 
 CONFIG = BreakerConfig(
     window=10, minimum_calls=5, failure_rate=0.5, slow_call_seconds=1.0, open_seconds=5.0, half_open_probes=2

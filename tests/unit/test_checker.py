@@ -7,7 +7,7 @@ import copy
 import dataclasses
 from collections.abc import Callable
 
-from ridectl.checker import (
+from drills.checker import (
     SETTLE_MS,
     STUCK_BOUND_MS,
     Hold,

@@ -2,17 +2,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ridectl.drills.scenarios import SKEW_MS
-from services.shared.clocks import (
-    MAX_OFFSET_MS,
-    ClockOffsetExceeded,
-    HybridLogicalClock,
-    LamportClock,
-    Timestamp,
-    VectorClock,
-    concurrent,
-    happened_before,
-)
+from drills.scenarios import SKEW_MS
+from services.blocks.clocks import MAX_OFFSET_MS, ClockOffsetExceeded, HybridLogicalClock, Timestamp
+from services.exhibits.logical_clocks import LamportClock, VectorClock, concurrent, happened_before
 
 
 class FakeWall:

@@ -3,7 +3,7 @@ the topology renders; the compose file obeys the Compose specification's schema;
 kustomize overlays obey the OpenAPI schema of a pinned Kubernetes version (strictly: an
 unknown field fails); every sidecar config of every target passes `envoy --mode
 validate`; and local, compose and Kubernetes run the same services on the same ports
-with the same settings. The tools come from the bootstrap (ridectl/deploy/tools.py)."""
+with the same settings. The tools come from the bootstrap (deploy/tools.py)."""
 
 from __future__ import annotations
 
@@ -22,21 +22,21 @@ import jsonschema
 import pytest
 import yaml
 
-from ridectl.deploy import tools
-from ridectl.stack import paths
-from ridectl.stack.envoy import sidecar_config
-from services.shared import config
-from services.shared.topology import COMPOSE, KUBERNETES, LOCAL, SERVICES, ServiceSpec, Target, service_environment
+from deploy import tools
+from deploy.envoy.render import sidecar_config
+from deploy.local import paths
+from services.runtime import config
+from services.runtime.topology import COMPOSE, KUBERNETES, LOCAL, SERVICES, ServiceSpec, Target, service_environment
 
 Doc = dict[str, Any]
 DEPLOY = paths.REPO / "deploy"
-RENDER = paths.REPO / "scripts" / "render_deploy.py"
+RENDER = paths.REPO / "deploy" / "render.py"
 OVERLAYS = ("dev", "ha")
 
 
 def _tool(path: Path) -> Path:
     if not path.exists():
-        pytest.fail(f"{path} is missing; run `make bootstrap` (scripts/bootstrap.py builds the deploy tools)")
+        pytest.fail(f"{path} is missing; run `make bootstrap` (deploy/local/bootstrap.py builds the deploy tools)")
     return path
 
 
@@ -158,7 +158,7 @@ def _sidecar_configs(overlays: dict[str, list[Doc]]) -> Iterator[tuple[str, Doc]
     Kubernetes (the ConfigMaps of the built overlay, what the pods mount)."""
     for spec in SERVICES:
         yield f"local/{spec.sidecar}", sidecar_config(spec)
-    for path in sorted((DEPLOY / "compose" / "envoy").glob("*.yaml")):
+    for path in sorted((DEPLOY / "envoy").glob("*-envoy.yaml")):
         yield f"compose/{path.stem}", yaml.safe_load(path.read_text())
     for name, config_map in _objects(overlays["dev"], "ConfigMap").items():
         sidecar = name.rsplit("-", 1)[0]  # kustomize appends a hash of the contents

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from ridectl.drills.workload import (
+from drills.workload import (
     GIVE_UP,
     REBOOK_BOUND_SECONDS,
     REBOOK_PAUSE_SECONDS,

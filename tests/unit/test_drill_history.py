@@ -3,7 +3,7 @@ request they gave up on, over hand-made histories."""
 
 from __future__ import annotations
 
-from ridectl.drills.history import (
+from drills.history import (
     FAIL,
     INFO,
     INVOKE,

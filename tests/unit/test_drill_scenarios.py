@@ -4,8 +4,8 @@ driver is (who cancel while their ride waits)."""
 
 from __future__ import annotations
 
-from ridectl.drills.engine import STATES, STEPS
-from ridectl.drills.scenarios import KillAtSteps, all_scenarios, at_step
+from drills.engine import STATES, STEPS
+from drills.scenarios import KillAtSteps, all_scenarios, at_step
 
 
 def _steps(name: str) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 import pytest
 
 from services.driver import domain
-from services.shared.errors import InvalidArgument
+from services.runtime.errors import InvalidArgument
 
 
 def test_a_driver_is_available_only_while_heard_from() -> None:

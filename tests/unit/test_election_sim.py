@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.shared.election_sim import ElectionResult, bully, ring
+from services.exhibits.election_sim import ElectionResult, bully, ring
 
 Election = Callable[[Iterable[int], Iterable[int], int], ElectionResult]
 

@@ -13,12 +13,12 @@ from types import ModuleType
 
 import pytest
 
-from ridectl.stack import components, paths
-from ridectl.stack.errors import StackError
+from deploy.local import components, paths
+from deploy.local.errors import StackError
 
 
 def _bootstrap() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bootstrap", paths.REPO / "scripts" / "bootstrap.py")
+    spec = importlib.util.spec_from_file_location("bootstrap", paths.REPO / "deploy" / "local" / "bootstrap.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.shared.failure_detectors import PHI_MAX, FixedTimeoutDetector, PhiAccrualDetector
+from services.blocks.failure_detectors import PHI_MAX, FixedTimeoutDetector, PhiAccrualDetector
 
 NODE = "driver-1"
 

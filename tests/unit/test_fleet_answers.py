@@ -9,8 +9,8 @@ import random
 import grpc
 import pytest
 
+from services.blocks.retry import Backoff
 from services.fleet import main as fleet
-from services.shared.retry import Backoff
 
 
 def _error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:

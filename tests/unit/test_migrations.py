@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from ridectl.stack import paths
-from services.shared import migrations
-from services.shared.topology import SERVICES
+from deploy.local import paths
+from services.runtime import migrations
+from services.runtime.topology import SERVICES
 
 
 def test_migrations_are_discovered_in_version_order(tmp_path: Path) -> None:

@@ -17,10 +17,10 @@ import pytest
 
 from ridesaga.psp.v1 import psp_pb2
 from ridesaga.saga.v1 import saga_pb2
+from services.blocks.clocks import HybridLogicalClock
+from services.blocks.downstream import Downstream
 from services.payment.participant import PaymentParticipant
-from services.shared.clocks import HybridLogicalClock
-from services.shared.downstream import Downstream
-from services.shared.messages import PAYMENT_REJECTED, Poison, envelope
+from services.runtime.messages import PAYMENT_REJECTED, Poison, envelope
 
 RIDE = str(uuid.uuid4())
 CHARGE = str(uuid.uuid4())

@@ -1,20 +1,20 @@
 """Payment forgets a handled command only once Kafka can no longer redeliver it: the
-retention of services/shared/retention.py outlasts what every deployment keeps in a topic."""
+retention of services/blocks/retention.py outlasts what every deployment keeps in a topic."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
 
-from ridectl.deploy.common import kafka_common
-from ridectl.stack.files import kafka_properties
-from services.shared.retention import (
+from deploy.common import kafka_common
+from deploy.local.files import kafka_properties
+from services.blocks.retention import (
     HANDLED_RETENTION,
     KAFKA_DEFAULT_RETENTION,
     KAFKA_DEFAULT_SEGMENT_ROLL,
     LONGEST_IN_TOPIC,
 )
-from services.shared.topology import TOPICS
+from services.runtime.topology import TOPICS
 
 
 def _local_broker() -> dict[str, str]:
@@ -31,7 +31,7 @@ def test_the_local_broker_keeps_a_command_less_long_than_payment_remembers_it() 
 
 def test_compose_and_kubernetes_keep_kafkas_default_retention() -> None:
     # They run the upstream image configured by environment; a retention or roll set
-    # there would have to be counted in services/shared/retention.py.
+    # there would have to be counted in services/blocks/retention.py.
     overridden = [name for name in kafka_common() if "LOG_RETENTION" in name or "LOG_ROLL" in name]
     assert overridden == []
     assert KAFKA_DEFAULT_RETENTION + KAFKA_DEFAULT_SEGMENT_ROLL == LONGEST_IN_TOPIC

@@ -1,11 +1,11 @@
-"""The bounded wait for a decision made elsewhere (services/shared/periodic.py)."""
+"""The bounded wait for a decision made elsewhere (services/runtime/periodic.py)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from services.shared.periodic import decided
+from services.runtime.periodic import decided
 
 
 def _looks(answers: list[str | None]) -> tuple[list[int], Callable[[], Awaitable[str | None]]]:

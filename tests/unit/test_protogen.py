@@ -2,7 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ridectl.stack import paths
+from deploy.local import paths
 
 PROTOGEN = paths.REPO / "scripts" / "protogen.py"
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from services.psp import domain
 from services.psp.domain import Charge, ChargeStatus, Operation
-from services.shared.errors import Aborted, DomainError, FailedPrecondition, InvalidArgument
+from services.runtime.errors import Aborted, DomainError, FailedPrecondition, InvalidArgument
 
 VISA = domain.Authorization("tok_visa", 1_000, "ride 42")
 

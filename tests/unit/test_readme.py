@@ -2,8 +2,8 @@
 
 import re
 
-from ridectl.stack import paths
-from services.shared.topology import INFRA, SERVICES
+from deploy.local import paths
+from services.runtime.topology import INFRA, SERVICES
 
 README = (paths.REPO / "README.md").read_text()
 

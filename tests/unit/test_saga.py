@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.shared.messages import PAYMENT_REJECTED
+from services.runtime.messages import PAYMENT_REJECTED
 from services.trip import saga
 from services.trip.saga import (
     AuthorizePayment,

@@ -1,12 +1,13 @@
 from pathlib import Path
 
-from ridectl.stack import components, supervisor
-from ridectl.stack.envoy import sidecar_config
-from services.shared.topology import SERVICES, service
+from deploy.envoy.render import sidecar_config
+from deploy.local import components, supervisor
+from deploy.local.stack import Stack
+from services.runtime.topology import SERVICES, service
 
 
 def test_every_component_restarts_when_it_dies(tmp_path: Path) -> None:
-    everything = components.all_components(tmp_path)
+    everything = components.all_components(tmp_path, Stack())
     conf = supervisor.render(everything, tmp_path)
     for component in everything:
         section = conf.split(f"[program:{component.name}]\n", 1)[1].split("\n\n", 1)[0]
@@ -15,7 +16,7 @@ def test_every_component_restarts_when_it_dies(tmp_path: Path) -> None:
 
 
 def test_status_covers_infra_and_each_service_with_its_sidecar(tmp_path: Path) -> None:
-    names = {c.name for c in components.all_components(tmp_path)}
+    names = {c.name for c in components.all_components(tmp_path, Stack())}
     assert {"kafka", "zookeeper", "postgres", "redis", "jaeger"} <= names
     for spec in SERVICES:
         assert {spec.name, f"{spec.name}-envoy"} <= names
@@ -91,7 +92,7 @@ def test_every_ingress_can_inject_faults_and_only_the_rider_edge_is_rate_limited
 
 
 def test_a_replicated_callee_is_one_cluster_with_an_endpoint_per_replica() -> None:
-    from ridectl.stack.envoy import all_sidecar_configs
+    from deploy.envoy.render import all_sidecar_configs
 
     configs = all_sidecar_configs(1.0, {"payment": 2})
     assert "payment-2-envoy" in configs

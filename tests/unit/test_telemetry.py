@@ -3,7 +3,7 @@ import logging
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from services.shared.telemetry import JsonFormatter, ride_scope
+from services.runtime.telemetry import JsonFormatter, ride_scope
 
 
 def test_every_log_line_carries_trace_span_and_ride_ids() -> None:

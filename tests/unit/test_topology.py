@@ -1,4 +1,4 @@
-from services.shared.topology import INFRA, SERVICES, TOPICS, service
+from services.runtime.topology import INFRA, SERVICES, TOPICS, Group, Topic, service
 
 
 def test_every_port_is_used_once() -> None:
@@ -34,5 +34,7 @@ def test_unknown_service_is_a_clear_error() -> None:
         raise AssertionError("expected KeyError")
 
 
-def test_changelog_topic_is_compacted() -> None:
-    assert TOPICS["trip.changelog"]["cleanup.policy"] == "compact"
+def test_every_saga_loop_consumes_saga_topics_and_no_topic_is_unread_but_the_dead_letters() -> None:
+    consumed = {topic for group in Group for topic in group.topics}
+    assert consumed <= set(TOPICS)
+    assert set(TOPICS) - consumed == {Topic.DEAD_LETTERS}

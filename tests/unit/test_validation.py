@@ -3,8 +3,8 @@ import math
 import pytest
 
 from services.rider.domain import new_rider
-from services.shared import validation
-from services.shared.errors import InvalidArgument
+from services.runtime import validation
+from services.runtime.errors import InvalidArgument
 
 
 @pytest.mark.parametrize("value", ["", "   "])

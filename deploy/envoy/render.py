@@ -1,0 +1,289 @@
+"""Renders each service's Envoy sidecar config from the topology.
+
+Ingress listener: the service's public address; forwards to the local app, through the
+fault-injection filter (off until a drill turns it on at runtime through the admin
+API's runtime layer) and, at the rider edge, a local rate limit.
+Egress listener: where the app sends every outbound call; routes by gRPC service name
+(the `/package.Service/` path prefix) to the callee's ingress, with route timeouts,
+retries of idempotent calls under a retry budget, per-cluster limits (a bulkhead) and
+outlier detection. Both report spans to Jaeger with Envoy's OpenTelemetry tracer.
+
+One renderer serves every target (topology.TARGETS): locally callees are static loopback
+ports; in compose and Kubernetes they are names that Envoy resolves through DNS, so a
+Kubernetes headless Service gives one endpoint per ready pod to balance and eject."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deploy import common
+from services.runtime.topology import (
+    COMPOSE,
+    KUBERNETES,
+    LOCAL,
+    LOOPBACK,
+    SERVICES,
+    STREAMS,
+    ServiceSpec,
+    Target,
+    replicas_of,
+    service,
+)
+
+JAEGER_CLUSTER = "jaeger_otlp"
+UNARY_TIMEOUT = "10s"
+EDGE_REQUESTS_PER_SECOND = 500
+
+Config = dict[str, Any]
+
+
+def _address(port: int, host: str = LOOPBACK) -> Config:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _limits() -> Config:
+    """The bulkhead: how much one caller may ask of one callee at once, and the retry budget
+    (retries may add at most 20 % to the requests in flight, with a floor of 3)."""
+    return {
+        "thresholds": [
+            {
+                "priority": "DEFAULT",
+                # Streams (ride watches, offers) count as requests while they are open.
+                "max_connections": 256,
+                "max_pending_requests": 256,
+                "max_requests": 1024,
+                "retry_budget": {"budget_percent": {"value": 20.0}, "min_retry_concurrency": 3},
+            }
+        ]
+    }
+
+
+def _cluster(name: str, endpoints: list[tuple[str, int]], upstream: bool = False) -> Config:
+    """A static cluster of loopback endpoints, or one resolved through DNS for names."""
+    resilience: Config = {}
+    if upstream:
+        resilience = {
+            "circuit_breakers": _limits(),
+            "outlier_detection": {
+                "consecutive_5xx": 5,
+                "consecutive_gateway_failure": 3,
+                "interval": "2s",
+                "base_ejection_time": "10s",
+                "max_ejection_percent": 50,
+            },
+        }
+    by_name = any(host != LOOPBACK for host, _ in endpoints)
+    discovery: Config = {"type": "STRICT_DNS", "dns_lookup_family": "V4_ONLY"} if by_name else {"type": "STATIC"}
+    return {
+        "name": name,
+        **discovery,
+        "connect_timeout": "1s",
+        **resilience,
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _address(port, host)}} for host, port in endpoints]}
+            ],
+        },
+    }
+
+
+def _stream_route(path: str, cluster: str) -> Config:
+    """Streams (heartbeats, offers, ride watches) live as long as the client wants."""
+    return {"match": {"path": path}, "route": {"cluster": cluster, "timeout": "0s"}}
+
+
+def _unary_route(prefix: str, cluster: str, retries: bool) -> Config:
+    """Unary calls: a route timeout, shortened by the caller's own deadline (grpc-timeout);
+    on egress, retries of transport failures only (the connection failed or was reset).
+    Answers such as UNAVAILABLE are left to the application, which retries under its own
+    budget: two layers both retrying an answer would multiply the load on a sick callee."""
+    route: Config = {
+        "cluster": cluster,
+        "timeout": UNARY_TIMEOUT,
+        "max_stream_duration": {"grpc_timeout_header_max": UNARY_TIMEOUT},
+    }
+    if retries:
+        route["retry_policy"] = {
+            "retry_on": "reset,connect-failure,refused-stream",
+            "num_retries": 2,
+            "per_try_timeout": "3s",
+            "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
+        }
+    return {"match": {"prefix": prefix}, "route": route}
+
+
+def _routes(prefix: str, cluster: str, retries: bool) -> list[Config]:
+    streams = [_stream_route(path, cluster) for path in STREAMS if path.startswith(prefix)]
+    return [*streams, _unary_route(prefix, cluster, retries)]
+
+
+def _fault_filter() -> Config:
+    """Off by default; drills set fault.http.* runtime keys through the admin API."""
+    return {
+        "name": "envoy.filters.http.fault",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+            "abort": {"grpc_status": 14, "percentage": {"numerator": 0, "denominator": "HUNDRED"}},
+            "delay": {"fixed_delay": "1s", "percentage": {"numerator": 0, "denominator": "HUNDRED"}},
+        },
+    }
+
+
+def _edge_rate_limit() -> Config:
+    """The second line behind the per-rider limit: the whole edge, whoever calls."""
+    return {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "rider_edge",
+            "token_bucket": {
+                "max_tokens": EDGE_REQUESTS_PER_SECOND,
+                "tokens_per_fill": EDGE_REQUESTS_PER_SECOND,
+                "fill_interval": "1s",
+            },
+            "filter_enabled": {"runtime_key": "edge_rate_limit.enabled", "default_value": {"numerator": 100}},
+            "filter_enforced": {"runtime_key": "edge_rate_limit.enforced", "default_value": {"numerator": 100}},
+        },
+    }
+
+
+def _listener(
+    name: str,
+    address: Config,
+    routes: list[Config],
+    sidecar: str,
+    sample_percent: float,
+    filters: list[Config],
+) -> Config:
+    return {
+        "name": name,
+        "address": address,
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                            "http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": name,
+                            "codec_type": "AUTO",
+                            "generate_request_id": True,
+                            "tracing": {
+                                # Traces started here (no traceparent yet) are sampled at the
+                                # configured ratio; a request carrying one keeps its decision.
+                                "random_sampling": {"value": sample_percent},
+                                "spawn_upstream_span": True,
+                                "provider": {
+                                    "name": "envoy.tracers.opentelemetry",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                                        "grpc_service": {
+                                            "envoy_grpc": {"cluster_name": JAEGER_CLUSTER},
+                                            "timeout": "1s",
+                                        },
+                                        "service_name": sidecar,
+                                    },
+                                },
+                            },
+                            "route_config": {
+                                "name": name,
+                                "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}],
+                            },
+                            "http_filters": [
+                                *filters,
+                                {
+                                    "name": "envoy.filters.http.router",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                                    },
+                                },
+                            ],
+                        },
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def _callee_endpoints(callee: ServiceSpec, counts: dict[str, int], target: Target) -> list[tuple[str, int]]:
+    if target.by_name:
+        return [(target.host(callee.name), callee.ingress_port)]
+    return [(LOOPBACK, r.ingress_port) for r in replicas_of(callee, counts)]
+
+
+def sidecar_config(
+    spec: ServiceSpec,
+    sample_ratio: float = 1.0,
+    replicas: dict[str, int] | None = None,
+    target: Target = LOCAL,
+) -> Config:
+    """`spec` may be a replica (topology.replica); a callee with replicas is one cluster
+    with an endpoint per replica's sidecar: Envoy balances over them and ejects outliers.
+    On a target that reaches parties by name, the callee's name stands for all replicas."""
+    counts = replicas or {}
+    upstreams = [service(name) for name in spec.calls]
+    percent = 100.0 * sample_ratio
+    ingress_filters = [_fault_filter(), *([_edge_rate_limit()] if spec.name == "rider" else [])]
+    ingress_routes = _routes("/", "local_app", retries=False)
+    ingress = _address(spec.ingress_port, target.public_bind)
+    listeners = [_listener("ingress", ingress, ingress_routes, spec.sidecar, percent, ingress_filters)]
+    if upstreams:
+        routes = [r for callee in upstreams for r in _routes(f"/{callee.grpc_service}/", callee.name, retries=True)]
+        listeners.append(_listener("egress", _address(spec.egress_port), routes, spec.sidecar, percent, []))
+    clusters = [
+        _cluster("local_app", [(LOOPBACK, spec.app_port)]),
+        *(_cluster(callee.name, _callee_endpoints(callee, counts, target), upstream=True) for callee in upstreams),
+        _cluster(JAEGER_CLUSTER, [(target.host("jaeger"), target.infra.jaeger_otlp_grpc)]),
+    ]
+    return {
+        "node": {"id": spec.sidecar, "cluster": spec.name},
+        "admin": {"address": _address(spec.admin_port)},
+        # Drills turn faults on and off at runtime: POST /runtime_modify on the admin port.
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
+def all_sidecar_configs(
+    sample_ratio: float = 1.0, replicas: dict[str, int] | None = None, target: Target = LOCAL
+) -> dict[str, Config]:
+    """Locally one config per replica; on a target that reaches parties by name, one per
+    service, shared by its replicas."""
+    counts = replicas or {}
+    if target.by_name:
+        return {spec.sidecar: sidecar_config(spec, sample_ratio, target=target) for spec in SERVICES}
+    return {
+        copy.sidecar: sidecar_config(copy, sample_ratio, counts)
+        for spec in SERVICES
+        for copy in replicas_of(spec, counts)
+    }
+
+
+KUSTOMIZATION = {"apiVersion": "kustomize.config.k8s.io/v1alpha1", "kind": "Component"}
+
+
+def rendered_files() -> dict[str, str]:
+    """deploy/envoy/: the one committed copy of each sidecar config, which compose mounts
+    and the Kubernetes base turns into ConfigMaps (through the kustomize component here).
+    Both targets reach parties by the same names, so they render the same config; this
+    refuses to render if that ever stops being true."""
+    configs = all_sidecar_configs(target=COMPOSE)
+    if configs != all_sidecar_configs(target=KUBERNETES):
+        raise ValueError("compose and Kubernetes sidecar configs differ; render one copy per target")
+    files = {f"{sidecar}.yaml": common.dump(config) for sidecar, config in configs.items()}
+    component = {
+        **KUSTOMIZATION,
+        # A changed sidecar config gets a new name (a hash suffix), so its pods roll.
+        "configMapGenerator": [{"name": sidecar, "files": [f"envoy.yaml={sidecar}.yaml"]} for sidecar in configs],
+    }
+    files["kustomization.yaml"] = common.dump(component)
+    return files

@@ -1,0 +1,116 @@
+"""The config files of the infrastructure components, rendered into the run directory."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from pathlib import Path
+
+from deploy.envoy.render import all_sidecar_configs
+from services.runtime.config import trace_sample_ratio
+from services.runtime.topology import INFRA, zookeeper_ports
+
+
+def kafka_properties(data: Path) -> str:
+    # Combined broker+controller (KRaft) with replication factor 1: the transaction state
+    # log and the offsets topic have one replica locally.
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{INFRA.kafka_controller}",
+            f"listeners=PLAINTEXT://127.0.0.1:{INFRA.kafka},CONTROLLER://127.0.0.1:{INFRA.kafka_controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{INFRA.kafka}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={data}",
+            "num.partitions=3",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=6",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=6",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "num.network.threads=2",
+            "num.io.threads=2",
+            "log.retention.hours=24",
+            "",
+        ]
+    )
+
+
+def new_kafka_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def zookeeper_config(data: Path, node: int, nodes: int) -> str:
+    """One node's zoo.cfg; with nodes > 1, a quorum ensemble on loopback ports."""
+    lines = [
+        "tickTime=2000",
+        "initLimit=10",
+        "syncLimit=5",
+        f"dataDir={data}",
+        f"clientPort={zookeeper_ports(nodes)[node - 1]}",
+        "clientPortAddress=127.0.0.1",
+        "admin.enableServer=false",
+        "4lw.commands.whitelist=srvr,ruok,mntr,stat",
+    ]
+    if nodes > 1:
+        lines += [
+            f"server.{i}=127.0.0.1:{INFRA.zookeeper_peer + i - 1}:{INFRA.zookeeper_election + i - 1}"
+            for i in range(1, nodes + 1)
+        ]
+    return "\n".join([*lines, ""])
+
+
+def jaeger_config() -> str:
+    config = {
+        "service": {
+            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
+            "pipelines": {
+                "traces": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["jaeger_storage_exporter"]}
+            },
+            "telemetry": {
+                "resource": {"service.name": "jaeger"},
+                "metrics": {"level": "none"},
+                "logs": {"level": "info"},
+            },
+        },
+        "extensions": {
+            "jaeger_query": {
+                "storage": {"traces": "memstore"},
+                "http": {"endpoint": f"127.0.0.1:{INFRA.jaeger_query}"},
+                "grpc": {"endpoint": f"127.0.0.1:{INFRA.jaeger_query_grpc}"},
+            },
+            "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 20000}}}},
+            "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"127.0.0.1:{INFRA.jaeger_health}"}},
+        },
+        "receivers": {
+            "otlp": {
+                "protocols": {
+                    "grpc": {"endpoint": f"127.0.0.1:{INFRA.jaeger_otlp_grpc}"},
+                    "http": {"endpoint": f"127.0.0.1:{INFRA.jaeger_otlp_http}"},
+                }
+            }
+        },
+        "processors": {"batch": {}},
+        "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
+    }
+    return json.dumps(config, indent=2)
+
+
+def write_sidecar_configs(directory: Path, replicas: dict[str, int]) -> list[str]:
+    """Writes every sidecar's config; returns the sidecars whose config changed (Envoy
+    reads its config at start, so those must be restarted if they are running)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    changed = []
+    for name, config in all_sidecar_configs(trace_sample_ratio(), replicas).items():
+        path = directory / f"{name}.json"
+        text = json.dumps(config, indent=2)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            changed.append(name)
+    return changed

@@ -1,0 +1,489 @@
+"""The nemeses: what each drill breaks while rides are in flight. Each is a function of
+the Drill (which injects faults and records their windows) returning the scenario's own
+findings; findings under "checks" must all hold for the verdict to be valid."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import psycopg
+import redis
+
+from deploy.local import lifecycle
+from drills import lock_pause
+from drills.engine import RECOVERY_LIMIT_SECONDS, STATES, STEPS, TRIP_DB, Drill, DrillError, Scenario
+from drills.history import Event, Fault, locked_out
+from drills.workload import REBOOK_BOUND_SECONDS, Mix
+from ridectl import mesh
+from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
+from services.blocks.clocks import Timestamp
+from services.blocks.downstream import BREAKERS_KEY
+from services.driver.participant import RESERVE_LEASE_MS
+from services.runtime.topology import INFRA, SERVICES, service
+
+KILLABLE = tuple(s.name for s in SERVICES)  # rider, trip, driver, payment, psp
+ENVOY_FAULT_TARGETS = ("trip", "psp")  # rider->trip and payment->psp calls pass these
+FAULT_SECONDS = 10.0
+PAUSE_PAST_SESSION_SECONDS = 8.0  # the sweepers' ZooKeeper session times out after 4 s
+SKEW_MS = -5000
+BREAKER = "payment->psp"
+BREAKER_LEVEL = {"closed": 0, "half_open": 1, "open": 2}
+# Beyond the steps every ride goes through, the states where killing each service tests
+# something more: trip, the orchestrator, in every state; rider between trip creating the
+# ride and its answer to the client; driver when a re-match's ReserveDriver is due; payment
+# during the VoidPayment compensation.
+MORE_STATES = {
+    "trip": ("PENDING", "MATCH_BACKOFF", "COMPENSATING"),
+    "rider": ("PENDING",),
+    "driver": ("MATCH_BACKOFF",),
+    "payment": ("COMPENSATING",),
+}
+# Only riders stranded where no driver is make these happen (they wait, then cancel).
+NEED_STRANDED = frozenset({"MATCH_BACKOFF", "COMPENSATING"})
+STRANDED_EVERY = 4
+
+
+@dataclass(frozen=True)
+class KillAtSteps:
+    """SIGKILL `target` once at each of `steps` (saga states), in a random (seeded) order."""
+
+    target: str
+    steps: tuple[str, ...]
+
+    def __call__(self, d: Drill) -> dict[str, Any]:
+        order = list(self.steps)
+        random.Random(d.seed).shuffle(order)
+        for step in order:
+            d.kill(self.target, at_step=step)
+        return {"killed_at_steps": order}
+
+
+def _kills(name: str, target: str, steps: tuple[str, ...], doc: str) -> Scenario:
+    mix = Mix(stranded_every=STRANDED_EVERY) if NEED_STRANDED & set(steps) else Mix()
+    return Scenario(name, doc, KillAtSteps(target, steps), mix=mix)
+
+
+def kill_envoy(target: str) -> Callable[[Drill], dict[str, Any]]:
+    def nemesis(d: Drill) -> dict[str, Any]:
+        step = random.Random(d.seed).choice(STEPS)
+        d.kill(f"{target}-envoy", at_step=step)
+        return {"killed_at_steps": [step]}
+
+    return nemesis
+
+
+def restart(target: str) -> Callable[[Drill], dict[str, Any]]:
+    def nemesis(d: Drill) -> dict[str, Any]:
+        step = random.Random(d.seed).choice(STEPS)
+        d.restart(target, at_step=step)
+        return {"restarted_at_step": step}
+
+    return nemesis
+
+
+def _zk_mode(port: int) -> str:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            conn.sendall(b"srvr")
+            reply = conn.recv(4096).decode(errors="replace")
+    except OSError:
+        return "down"
+    return next((line.split(":", 1)[1].strip() for line in reply.splitlines() if line.startswith("Mode:")), "?")
+
+
+def kill_zk_leader(d: Drill) -> dict[str, Any]:
+    """In a three-node ensemble the leader dies and the followers elect a new one; with a
+    single node the only server dies (every session is lost) and comes back."""
+    nodes = {name: c for name, c in d.components.items() if name.startswith("zookeeper")}
+    d.wait_for_step(random.Random(d.seed).choice(STEPS))
+    modes = {name: _zk_mode(c.port or 0) for name, c in nodes.items()}
+    leader = next((n for n, m in modes.items() if m in ("leader", "standalone")), None)
+    if leader is None:
+        raise DrillError(f"kill-zk-leader: no ZooKeeper leader among {modes}")
+    old_pid = d.pid(leader)
+    with d.window("kill", leader, mode=modes[leader], nodes=len(nodes)):
+        os.kill(old_pid, signal.SIGKILL)
+        new_leader = _until(
+            lambda: next((n for n, c in nodes.items() if _zk_mode(c.port or 0) in ("leader", "standalone")), None),
+            60,
+            "a ZooKeeper leader",
+        )
+        d.wait_healthy(leader, old_pid=old_pid)
+    return {
+        "zookeeper_nodes": len(nodes),
+        "old_zk_leader": leader,
+        "new_zk_leader": new_leader,
+        "checks": {"a leader was elected again": bool(new_leader)},
+    }
+
+
+def _until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise DrillError(f"no {what} within {timeout:.0f}s")
+
+
+def _eventually(condition: Callable[[], Any], timeout: float) -> bool:
+    """Whether `condition` came to hold within `timeout` (for a check, not a precondition)."""
+    try:
+        _until(condition, timeout, "")
+    except DrillError:
+        return False
+    return True
+
+
+def _sweeper_leader() -> tuple[int, str]:
+    with psycopg.connect(TRIP_DB, autocommit=True) as conn:
+        row = conn.execute("SELECT epoch, leader FROM sweeper_epoch WHERE id = 1").fetchone()
+    return (int(row[0]), str(row[1])) if row else (0, "")
+
+
+def _count(sql: str, params: tuple[Any, ...]) -> int:
+    with psycopg.connect(TRIP_DB, autocommit=True) as conn:
+        row = conn.execute(sql.encode(), params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _refusals(sweeper: str, epoch: int, since: float) -> int:
+    """Sweeps of `sweeper` under `epoch` refused since `since` (a newer leader had claimed)."""
+    return _count(
+        "SELECT count(*) FROM sweeper_rejections WHERE sweeper = %s AND epoch = %s AND at >= to_timestamp(%s)",
+        (sweeper, epoch, since),
+    )
+
+
+def _stay_paused_past_session(d: Drill, pause: Fault) -> None:
+    time.sleep(max(0.0, PAUSE_PAST_SESSION_SECONDS - (d.now() - pause.start)))  # the pause's length
+
+
+def leader_pause(d: Drill) -> dict[str, Any]:
+    """SIGSTOP the sweeper leader past its ZooKeeper session: the other sweeper takes over
+    with a higher epoch; the old one, resumed, is refused when it writes."""
+    _until(lambda: _sweeper_leader()[0] > 0, 30, "sweeper leader")
+    d.wait_for_step(random.Random(d.seed).choice(STEPS))
+    old_epoch, old_leader = _sweeper_leader()
+    with d.paused(old_leader, epoch=old_epoch) as pause:
+        _until(lambda: _sweeper_leader()[0] > old_epoch, 30, "new sweeper leader")
+        _stay_paused_past_session(d, pause)
+    resumed = time.time()
+    refused = _until(
+        lambda: _refusals(old_leader, old_epoch, resumed - 0.5), 20, "refused write from the resumed leader"
+    )
+    new_epoch, new_leader = _sweeper_leader()
+    return {
+        "old_sweeper": {"leader": old_leader, "epoch": old_epoch},
+        "new_sweeper": {"leader": new_leader, "epoch": new_epoch},
+        "stale_writes_refused": refused,
+        "checks": {
+            "a new leader took over with a higher epoch": new_epoch > old_epoch,
+            "stale write refused": refused > 0,
+        },
+    }
+
+
+def _sweeps(sweeper: str) -> tuple[int, int]:
+    """(epoch, runs): the epoch of the sweeper's last accepted sweep, and how many it made."""
+    with psycopg.connect(TRIP_DB, autocommit=True) as conn:
+        row = conn.execute("SELECT epoch, runs FROM sweeper_runs WHERE sweeper = %s", (sweeper,)).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def _overdue_at_last_sweep(sweeper: str) -> int:
+    """Live rides already past their deadline when `sweeper` last swept: it has sent each
+    its StepTimedOut (or had, less than RESEND_SECONDS before)."""
+    return _count(
+        "SELECT count(*) FROM rides, sweeper_runs s WHERE s.sweeper = %s"
+        " AND rides.deadline_ms <= (extract(epoch FROM s.last_run) * 1000)::bigint",
+        (sweeper,),
+    )
+
+
+def _live_rides() -> list[str]:
+    with psycopg.connect(TRIP_DB, autocommit=True) as conn:
+        rows = conn.execute("SELECT ride_id FROM rides WHERE state NOT IN ('COMPLETED', 'CANCELLED')").fetchall()
+    return [str(ride_id) for (ride_id,) in rows]
+
+
+def _still_live(ride_ids: list[str]) -> int:
+    return _count(
+        "SELECT count(*) FROM rides WHERE ride_id = ANY(%s::uuid[]) AND state NOT IN ('COMPLETED', 'CANCELLED')",
+        (ride_ids,),
+    )
+
+
+def trip_pause_sweeper_change(d: Drill) -> dict[str, Any]:
+    """SIGSTOP trip (its orchestrator) until the sweeper's timeouts queue up in Kafka, then
+    change the sweeper leader under them (the leader SIGSTOPped past its ZooKeeper session)
+    before trip resumes: the old epoch's timeouts are fenced, the new leader's applied, and
+    every ride still ends."""
+    _until(lambda: _sweeper_leader()[0] > 0, 30, "sweeper leader")
+    d.wait_for_step("MATCH_BACKOFF")  # a ride whose timeout is due within a second
+    old_epoch, old_leader = _sweeper_leader()
+    # The old leader is paused inside trip's pause and resumed after it: two stacks.
+    with ExitStack() as old_leader_paused:
+        with d.paused("trip") as trip_pause:
+            in_flight = _live_rides()
+            _until(lambda: _overdue_at_last_sweep(old_leader), 30, "ride timed out while trip is paused")
+            # The sweep that found them overdue has sent their timeouts once the next began.
+            runs = _sweeps(old_leader)[1]
+            _until(lambda: _sweeps(old_leader)[1] > runs, 10, f"next sweep of {old_leader}")
+            sweeper_pause = old_leader_paused.enter_context(d.paused(old_leader, epoch=old_epoch))
+            _until(lambda: _sweeper_leader()[0] > old_epoch, 30, "new sweeper leader")
+            new_epoch, new_leader = _sweeper_leader()
+            runs = _sweeps(new_leader)[1]
+
+            def new_leader_swept_twice() -> bool:
+                epoch, now = _sweeps(new_leader)
+                return epoch == new_epoch and now >= runs + 2
+
+            _until(new_leader_swept_twice, 10, f"two sweeps of {new_leader}")
+            queued = _count("SELECT count(*) FROM rides WHERE deadline_ms <= %s", (int(time.time() * 1000),))
+        trip_resumed = time.time()
+        d.wait_healthy("trip")
+        _stay_paused_past_session(d, sweeper_pause)
+    leader_resumed = time.time()
+    refused = _until(
+        lambda: _refusals(old_leader, old_epoch, leader_resumed - 0.5), 20, "refused write from the resumed leader"
+    )
+    ended = _eventually(lambda: not _still_live(in_flight), RECOVERY_LIMIT_SECONDS)
+    applied = _count(
+        "SELECT count(*) FROM saga_log WHERE message_id LIKE '%%:timeout:%%' AND at >= to_timestamp(%s)",
+        (trip_resumed,),
+    )
+    return {
+        "old_sweeper": {"leader": old_leader, "epoch": old_epoch},
+        "new_sweeper": {"leader": new_leader, "epoch": new_epoch},
+        "trip_paused_seconds": round((trip_pause.end or 0) - trip_pause.start, 2),
+        "rides_in_flight_at_pause": len(in_flight),
+        "timeouts_queued_at_resume": queued,
+        "timeout_entries_after_resume": applied,
+        "stale_writes_refused": refused,
+        "checks": {
+            "timeouts were queued while trip was paused": queued > 0,
+            "a new sweeper leader took over with a higher epoch": new_epoch > old_epoch,
+            "the sweeper leader changed": new_leader != old_leader,
+            "the resumed old leader's write was refused": refused > 0,
+            f"every ride in flight at the pause ended within {RECOVERY_LIMIT_SECONDS:.0f} s": ended,
+        },
+    }
+
+
+def riders_give_up(d: Drill) -> dict[str, Any]:
+    """Riders send RequestRide once and give up on any error (no retry with the key) while
+    trip and rider are SIGKILLed as rides are being requested; each rider who gave up books
+    a new ride with a new key, and the ride it abandoned never locks it out."""
+    rng = random.Random(d.seed)
+    kills = [("trip", "PENDING"), ("rider", "PENDING"), ("trip", rng.choice(STEPS))]
+    rng.shuffle(kills)
+    for target, step in kills:
+        d.kill(target, at_step=step)
+    return {"killed_at_steps": [f"{target} {step}" for target, step in kills]}
+
+
+def nobody_locked_out(events: list[Event]) -> dict[str, bool]:
+    gave_up = sum(1 for e in events if e.f == "request" and e.value.get("gave_up"))
+    return {
+        "some riders gave up on their request": gave_up > 0,
+        f"every rider who gave up had a new ride accepted within {REBOOK_BOUND_SECONDS:.0f} s": not locked_out(
+            events, REBOOK_BOUND_SECONDS
+        ),
+    }
+
+
+def envoy_faults(kind: str) -> Callable[[Drill], dict[str, Any]]:
+    settings = {"delay": {"delay_percent": 100, "delay_ms": 800}, "abort": {"abort_percent": 30}}[kind]
+
+    def nemesis(d: Drill) -> dict[str, Any]:
+        d.wait_for_step(random.Random(d.seed).choice(STEPS))
+        with d.window(f"envoy {kind}", ",".join(f"{t}-envoy" for t in ENVOY_FAULT_TARGETS), **settings):
+            try:
+                for target in ENVOY_FAULT_TARGETS:
+                    mesh.set_faults(target, **settings)
+                time.sleep(FAULT_SECONDS)  # the length of the fault window, not a synchronisation
+            finally:
+                for target in ENVOY_FAULT_TARGETS:
+                    mesh.set_faults(target)
+        return {"envoy_fault": settings}
+
+    return nemesis
+
+
+def _psp_outage(on: bool) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{service('psp').ingress_port}") as channel:
+        psp_pb2_grpc.PspServiceStub(channel).SetFaults(psp_pb2.Faults(outage=on), timeout=5)
+
+
+def psp_outage(d: Drill) -> dict[str, Any]:
+    """The card processor fails every call for a while: payment's breaker opens and rides
+    fail fast (cancelled, no hold left); it half-opens and closes once the psp is back."""
+    client = redis.Redis(host="127.0.0.1", port=INFRA.redis, decode_responses=True)
+    samples: list[tuple[float, int]] = []
+
+    def sample() -> str:
+        raw = client.hget(BREAKERS_KEY, BREAKER)
+        state = str(json.loads(str(raw))["state"]) if raw else "closed"
+        samples.append((round(d.now(), 2), BREAKER_LEVEL[state]))
+        return state
+
+    d.wait_for_step("MATCHING")
+    seen: set[str] = set()
+    with d.window("outage", "psp"):
+        try:
+            _psp_outage(True)
+            until = time.monotonic() + FAULT_SECONDS + 2
+            while time.monotonic() < until:
+                seen.add(sample())
+                time.sleep(0.25)  # the breaker's sampling period
+        finally:
+            _psp_outage(False)
+    closed = _until(lambda: sample() == "closed", 60, "closed breaker after the outage")
+    client.close()
+    return {
+        "breaker_opened": "open" in seen,
+        "breaker_closed_after_recovery": bool(closed),
+        "checks": {"breaker opened during the outage": "open" in seen, "breaker closed after it": bool(closed)},
+        "_series": {"payment->psp breaker": {"points": samples, "ticks": ["closed", "half-open", "open"]}},
+    }
+
+
+def _inversions(keys: list[Any]) -> int:
+    return sum(1 for i in range(len(keys)) for j in range(i + 1, len(keys)) if keys[i] > keys[j])
+
+
+def clock_skew(d: Drill) -> dict[str, Any]:
+    """payment's wall clock runs 5 s behind while rides go through it: ordered by wall
+    clock the saga logs put effects before causes; ordered by HLC they never do."""
+    with (
+        d.window("clock skew", "payment", skew_ms=SKEW_MS),
+        lifecycle.reconfigured(
+            lambda stack: stack.replace(clock_skew_ms=(("payment", SKEW_MS),))  # restarts payment, skewed
+        ),
+    ):
+        skewed_from = time.time()
+        _until(lambda: _completed_since(skewed_from) >= 10, 90, "ten rides completed through skewed payment")
+    with psycopg.connect(TRIP_DB, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT ride_id, message_id, min(message_hlc), min(sender_wall_ms) FROM saga_log"
+            " WHERE message_hlc <> '' AND at >= to_timestamp(%s) GROUP BY ride_id, message_id ORDER BY min(seq)",
+            (skewed_from,),
+        ).fetchall()
+    by_ride: dict[str, list[tuple[str, int]]] = {}
+    for ride_id, _, hlc, wall in rows:
+        by_ride.setdefault(str(ride_id), []).append((hlc, wall))
+    wall_inv = sum(_inversions([w for _, w in msgs]) for msgs in by_ride.values())
+    hlc_inv = sum(_inversions([Timestamp.parse(h) for h, _ in msgs]) for msgs in by_ride.values())
+    return {
+        "rides_through_skewed_clock": len(by_ride),
+        "wall_clock_order_inversions": wall_inv,
+        "hlc_order_inversions": hlc_inv,
+        "checks": {"the skew shows in wall-clock order": wall_inv > 0, "HLC order keeps causality": hlc_inv == 0},
+    }
+
+
+def _completed_since(since: float) -> int:
+    with psycopg.connect(TRIP_DB, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM rides WHERE state = 'COMPLETED' AND updated_at >= to_timestamp(%s)", (since,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def lock_pauses(d: Drill) -> dict[str, Any]:
+    """A lock holder pauses past its lease while rides go on: Redlock without fencing
+    double-books; in the driver service's own reservation path the fenced lock refuses
+    the stale write."""
+    d.wait_for_step("MATCHING")
+    with d.window("pause", "lock holder", redlock_lease_ms=lock_pause.LEASE_MS, lease_ms=RESERVE_LEASE_MS):
+        found = lock_pause.run()
+    return {
+        "redlock_without_fencing": found["redlock_without_fencing"],
+        "fenced_lock": found["fenced_lock"],
+        "checks": {"the driver service's fenced reservation refused the stale write": bool(found["valid"])},
+    }
+
+
+def nemesis_mix(d: Drill) -> dict[str, Any]:
+    """A random schedule (seeded) of the faults above, one after another."""
+    rng = random.Random(d.seed)
+
+    def killing(name: str) -> Callable[[], Any]:
+        return lambda: d.kill(name, at_step=rng.choice(STEPS))
+
+    def restarting(name: str) -> Callable[[], Any]:
+        return lambda: d.restart(name, at_step=rng.choice(STEPS))
+
+    pool: list[tuple[str, Callable[[], Any]]] = []
+    for target in KILLABLE:
+        pool.append((f"kill {target}", killing(target)))
+        pool.append((f"kill {target}-envoy", killing(f"{target}-envoy")))
+    for infra in ("redis", "postgres", "kafka"):
+        pool.append((f"restart {infra}", restarting(infra)))
+    pool.append(("pause sweeper leader", lambda: leader_pause(d)))
+    schedule = rng.sample(pool, 6)
+    for name, fault in schedule:
+        d.log(f"nemesis: {name}")
+        fault()
+        time.sleep(rng.uniform(0.5, 2.0))  # a random gap between faults (the schedule, not synchronisation)
+    return {"schedule": [name for name, _ in schedule]}
+
+
+def all_scenarios() -> dict[str, Scenario]:
+    found: dict[str, Scenario] = {}
+
+    def add(name: str, doc: str, nemesis: Callable[[Drill], dict[str, Any]], **kw: Any) -> None:
+        found[name] = Scenario(name, doc, nemesis, **kw)
+
+    for target in KILLABLE:
+        steps = tuple(s for s in STATES if s in STEPS or s in MORE_STATES.get(target, ()))
+        doc = f"SIGKILL {target} once in each of the saga states {', '.join(steps)}, in a random order"
+        found[f"kill-{target}"] = _kills(f"kill-{target}", target, steps, doc)
+    for target in KILLABLE:
+        add(f"kill-{target}-envoy", f"SIGKILL {target}'s Envoy sidecar at a random saga step", kill_envoy(target))
+    for infra in ("kafka", "postgres", "redis"):
+        add(f"restart-{infra}", f"restart {infra} (stop, start) at a random saga step", restart(infra))
+    add("kill-zk-leader", kill_zk_leader.__doc__ or "", kill_zk_leader)
+    add("leader-pause", leader_pause.__doc__ or "", leader_pause)
+    add(
+        "trip-pause-sweeper-change",
+        trip_pause_sweeper_change.__doc__ or "",
+        trip_pause_sweeper_change,
+        mix=Mix(stranded_every=STRANDED_EVERY),
+    )
+    add(
+        "riders-give-up",
+        riders_give_up.__doc__ or "",
+        riders_give_up,
+        mix=Mix(gives_up=True),
+        history_checks=nobody_locked_out,
+    )
+    add("envoy-delay", f"delay every call into {' and '.join(ENVOY_FAULT_TARGETS)} by 800 ms", envoy_faults("delay"))
+    add("envoy-abort", f"abort 30 % of calls into {' and '.join(ENVOY_FAULT_TARGETS)}", envoy_faults("abort"))
+    add("psp-outage", psp_outage.__doc__ or "", psp_outage)
+    add("clock-skew", clock_skew.__doc__ or "", clock_skew)
+    add("lock-pause", lock_pauses.__doc__ or "", lock_pauses)
+    add("nemesis", nemesis_mix.__doc__ or "", nemesis_mix, rides=60)
+    return found
+
+
+def at_step(name: str) -> Scenario | None:
+    """kill-SERVICE-at-STATE, e.g. kill-payment-at-CAPTURING or kill-trip-at-match-backoff:
+    one kill when a ride is in that saga state (any but the terminal ones)."""
+    target, sep, step = name.removeprefix("kill-").partition("-at-")
+    state = step.upper().replace("-", "_")
+    if not name.startswith("kill-") or not sep or target not in KILLABLE or state not in STATES:
+        return None
+    return _kills(name, target, (state,), f"SIGKILL {target} when a ride is {state}")

@@ -1,0 +1,112 @@
+"""Configuration from environment variables, with loopback defaults taken from the
+topology. Every process reads its settings here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from services.blocks.clocks import HybridLogicalClock, skewed_wall_clock
+from services.runtime.topology import INFRA, service
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    service_name: str
+    host: str
+    app_port: int
+    egress_target: str
+    kafka_bootstrap: str
+    postgres_host: str
+    postgres_port: int
+    redis_url: str
+    zookeeper_hosts: str
+    otlp_endpoint: str
+    environment: str
+    trace_sample_ratio: float
+
+    def postgres_dsn(self, database: str) -> str:
+        return f"host={self.postgres_host} port={self.postgres_port} dbname={database} user={database}"
+
+
+def trace_sample_ratio() -> float:
+    """Parent-based sampling ratio for traces started here (1.0, every trace, by default)."""
+    ratio = _float("RIDESAGA_TRACE_SAMPLE_RATIO", 1.0)
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"RIDESAGA_TRACE_SAMPLE_RATIO must be in [0, 1], got {ratio}")
+    return ratio
+
+
+def replica_suffix() -> str:
+    """ "" for a service's first replica, "-2" for its second: keeps ids that must be unique
+    per process (Kafka transactional ids, consumer group instance ids) apart."""
+    raw = os.environ.get("RIDESAGA_REPLICA", "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"RIDESAGA_REPLICA must be a positive integer, got {raw!r}")
+    return "" if raw == "1" else f"-{raw}"
+
+
+def ride_request_limit() -> tuple[int, float]:
+    """Per-rider token bucket for RequestRide: (burst, requests per second)."""
+    burst = _float("RIDESAGA_RIDE_REQUEST_BURST", 10)
+    rate = _float("RIDESAGA_RIDE_REQUEST_RATE", 1.0)
+    if burst < 1 or rate <= 0:
+        raise ValueError("RIDESAGA_RIDE_REQUEST_BURST must be >= 1 and RIDESAGA_RIDE_REQUEST_RATE > 0")
+    return int(burst), rate
+
+
+def clock_skew_ms() -> int:
+    """How far this process's wall clock is set off, for the clock-skew drill (0 normally)."""
+    raw = os.environ.get("RIDESAGA_CLOCK_SKEW_MS", "0")
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"RIDESAGA_CLOCK_SKEW_MS must be an integer number of ms, got {raw!r}") from None
+
+
+def clock() -> HybridLogicalClock:
+    """This process's hybrid logical clock, on its (possibly skewed) wall clock."""
+    return HybridLogicalClock(skewed_wall_clock(clock_skew_ms()))
+
+
+def telemetry_target() -> tuple[str, str]:
+    """Where spans go and the deployment environment they are labelled with."""
+    host = _env("RIDESAGA_HOST", "127.0.0.1")
+    return (
+        _env("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{INFRA.jaeger_otlp_grpc}"),
+        _env("RIDESAGA_ENVIRONMENT", "local"),
+    )
+
+
+def load(service_name: str) -> Settings:
+    spec = service(service_name)
+    host = _env("RIDESAGA_HOST", "127.0.0.1")
+    otlp_endpoint, environment = telemetry_target()
+    return Settings(
+        service_name=service_name,
+        host=host,
+        app_port=int(_env("RIDESAGA_APP_PORT", str(spec.app_port))),
+        egress_target=_env("RIDESAGA_EGRESS", f"{host}:{spec.egress_port}"),
+        kafka_bootstrap=_env("RIDESAGA_KAFKA", f"{host}:{INFRA.kafka}"),
+        postgres_host=_env("RIDESAGA_PG_HOST", host),
+        postgres_port=int(_env("RIDESAGA_PG_PORT", str(INFRA.postgres))),
+        redis_url=_env("RIDESAGA_REDIS_URL", f"redis://{host}:{INFRA.redis}/0"),
+        zookeeper_hosts=_env("RIDESAGA_ZOOKEEPER", f"{host}:{INFRA.zookeeper}"),
+        otlp_endpoint=otlp_endpoint,
+        environment=environment,
+        trace_sample_ratio=trace_sample_ratio(),
+    )
