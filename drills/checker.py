@@ -409,7 +409,7 @@ def collect() -> Snapshot:
     ):
         s.holds[str(ride_id)] = Hold(charge_id, status, authorized, captured, updated)
     for message_id, stored in _rows(
-        "payment", "SELECT message_id, reply FROM handled_commands WHERE message_id LIKE '%:void\\_payment'"
+        "payment", "SELECT message_id, envelopes[1] FROM handled_commands WHERE message_id LIKE '%:void\\_payment'"
     ):
         voided = saga_pb2.Envelope.FromString(stored).payment_voided
         s.voided[message_id.removesuffix(":void_payment")] = voided.hold_id

@@ -33,9 +33,8 @@ from drills import Verdict, checker
 from drills.history import Event, Fault, History, check, locked_out, not_recovered, outcomes, recovery
 from drills.stats import percentile
 from drills.workload import REBOOK_BOUND_SECONDS, Clients, Mix
-from services.blocks.exactly_once import DEAD_LETTER_TOPIC
 from services.runtime.messages import header_carrier
-from services.runtime.topology import INFRA
+from services.runtime.topology import INFRA, Topic
 from services.trip.saga import TERMINAL, State
 
 TRIP_DB = f"host=127.0.0.1 port={INFRA.postgres} dbname=trip user=postgres"
@@ -230,8 +229,8 @@ def dead_letters_since(since_ms: int) -> list[dict[str, str]]:
         }
     )
     try:
-        metadata = consumer.list_topics(DEAD_LETTER_TOPIC, timeout=10).topics[DEAD_LETTER_TOPIC]
-        wanted = [TopicPartition(DEAD_LETTER_TOPIC, p, since_ms) for p in metadata.partitions]
+        metadata = consumer.list_topics(Topic.DEAD_LETTERS, timeout=10).topics[Topic.DEAD_LETTERS]
+        wanted = [TopicPartition(Topic.DEAD_LETTERS, p, since_ms) for p in metadata.partitions]
         starts = consumer.offsets_for_times(wanted, timeout=10)
         found: list[dict[str, str]] = []
         for start in starts:

@@ -2,7 +2,7 @@
 fencing its stale write lands and double-books a driver. The fenced half runs the driver
 service's own reservation path, `DriverParticipant.handle` on a ReserveDriver command
 (services/driver/participant.py: the FencedLock of services/blocks/fencing.py, then
-`adapters.reserve`), with the holder paused between taking its lease and writing: its
+`fenced_reservations.reserve`), with the holder paused between taking its lease and writing: its
 stale write is refused by the fencing token alone, the driver being free by then."""
 
 from __future__ import annotations

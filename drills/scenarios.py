@@ -19,12 +19,12 @@ import grpc
 import psycopg
 import redis
 
+from deploy.envoy import faults as mesh
 from deploy.local import lifecycle
 from drills import lock_pause
 from drills.engine import RECOVERY_LIMIT_SECONDS, STATES, STEPS, TRIP_DB, Drill, DrillError, Scenario
 from drills.history import Event, Fault, locked_out
 from drills.workload import REBOOK_BOUND_SECONDS, Mix
-from ridectl import mesh
 from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from services.blocks.clocks import Timestamp
 from services.blocks.downstream import BREAKERS_KEY

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,11 +26,11 @@ def proto_files() -> list[Path]:
 
 def generate(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    # protoc finds the mypy plugins (protoc-gen-mypy) beside this interpreter.
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     include = Path(protoc.__file__).parent / "_proto"
     args = [
-        "protoc",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
         f"-I{PROTOS}",
         f"-I{include}",
         f"--python_out={out}",
@@ -38,7 +39,10 @@ def generate(out: Path) -> None:
         f"--mypy_grpc_out=quiet:{out}",
         *(str(p) for p in proto_files()),
     ]
-    if protoc.main(args) != 0:
+    # protoc finds the mypy plugins (protoc-gen-mypy) on its PATH: the ones beside this
+    # interpreter first, handed to protoc alone rather than set for this whole process.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    if subprocess.run(args, env={**os.environ, "PATH": path}, check=False).returncode != 0:
         raise SystemExit("protogen: protoc failed (see the error above)")
     for package in {p.parent for p in out.rglob("*_pb2.py")}:
         cursor = package

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from deploy import tools
-from deploy.local import paths
+from deploy.local import environment, paths
 
 
 class BootstrapError(Exception):
@@ -72,7 +72,7 @@ def debian_packages() -> None:
             f"debian: missing {', '.join(missing)}; install them with `sudo apt-get install {' '.join(missing)}`"
         )
     say("debian", f"installing {', '.join(missing)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    env = environment.child(DEBIAN_FRONTEND="noninteractive")
     log = paths.CACHE / "logs" / "apt.log"
     run(["apt-get", "update"], "debian", log, env=env)
     run(["apt-get", "install", "-y", "--no-install-recommends", *missing], "debian", log, env=env)
@@ -150,13 +150,7 @@ def jaeger() -> None:
     if shutil.which("go") is None:
         raise BootstrapError("jaeger: Go >= 1.24 is needed to build Jaeger v2 and `go` is not on PATH")
     say("jaeger", "building Jaeger v2 from the Go module proxy (first time only; several minutes on 2 cores)")
-    env = {
-        **os.environ,
-        "GOPATH": str(paths.CACHE / "go"),
-        "GOCACHE": str(paths.CACHE / "go-build"),
-        "GOFLAGS": "-modcacherw",
-        "GOTOOLCHAIN": "local",
-    }
+    env = go_environment()
     binary.parent.mkdir(parents=True, exist_ok=True)
     partial = binary.with_suffix(".partial")
     log = paths.CACHE / "logs" / "jaeger-build.log"
@@ -177,13 +171,12 @@ def jaeger() -> None:
 
 def go_environment() -> dict[str, str]:
     """Go's module and build caches outside the repository; the machine's own toolchain."""
-    return {
-        **os.environ,
-        "GOPATH": str(paths.CACHE / "go"),
-        "GOCACHE": str(paths.CACHE / "go-build"),
-        "GOFLAGS": "-modcacherw",
-        "GOTOOLCHAIN": "local",
-    }
+    return environment.child(
+        GOPATH=str(paths.CACHE / "go"),
+        GOCACHE=str(paths.CACHE / "go-build"),
+        GOFLAGS="-modcacherw",
+        GOTOOLCHAIN="local",
+    )
 
 
 def go_module_file(module: str, version: str, inside: str, target: Path) -> None:

@@ -27,6 +27,7 @@ from deploy.local.memory import tree_rss_kb
 from deploy.local.ports import owner_of
 from deploy.local.stack import Stack
 from deploy.local.supervisor import Supervisor, render
+from services.runtime.topology import Group
 
 START_TIMEOUT_SECONDS = 240.0
 STOP_TIMEOUT_SECONDS = 90.0
@@ -141,7 +142,7 @@ def _wait_for_saga_groups() -> None:
     progress("waiting for the saga's Kafka consumer groups")
     while not provision.saga_groups_stable():
         if time.monotonic() > deadline:
-            raise StackError(f"the saga's consumer groups {', '.join(provision.SAGA_GROUPS)} did not become stable")
+            raise StackError(f"the saga's consumer groups {', '.join(Group)} did not become stable")
         time.sleep(0.5)
 
 

@@ -13,7 +13,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from deploy.local.errors import StackError
 from services.runtime import migrations
-from services.runtime.topology import INFRA, TOPIC_PARTITIONS, TOPICS
+from services.runtime.topology import INFRA, TOPIC_PARTITIONS, TOPICS, Group
 
 TOPIC_TIMEOUT_SECONDS = 30.0
 
@@ -44,15 +44,13 @@ def provision(say: Callable[[str], None]) -> None:
     topics(say)
 
 
-# The consume loops of the saga: the stack is ready only when each group has members
-# with partitions, or the first rides would wait for the groups to form.
-SAGA_GROUPS = ("trip-orchestrator", "payment-participant", "driver-participant")
-
-
 def saga_groups_stable() -> bool:
+    """Whether every consume loop of the saga (each Group) has members with partitions:
+    the stack is ready only then, or the first rides would wait for the groups to form."""
     admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{INFRA.kafka}", "log_level": 0})
     try:
-        futures = admin.describe_consumer_groups(list(SAGA_GROUPS), request_timeout=5)
+        # Plain strings: librdkafka's admin client takes a list of str subclasses for duplicates.
+        futures = admin.describe_consumer_groups([group.value for group in Group], request_timeout=5)
         groups = [future.result(timeout=10) for future in futures.values()]
     except KafkaException:
         return False

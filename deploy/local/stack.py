@@ -28,7 +28,8 @@ Seconds = tuple[float, float]
 @dataclass(frozen=True)
 class FleetPace:
     """How long a simulated driver thinks about an offer and how long a ride lasts, as
-    (min, max) seconds; None keeps the fleet's own defaults (services/fleet/main.py)."""
+    (min, max) seconds; None keeps the fleet's own defaults (fleet_settings in
+    services/runtime/config.py)."""
 
     think_seconds: Seconds | None = None
     ride_seconds: Seconds | None = None

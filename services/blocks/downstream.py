@@ -26,22 +26,17 @@ from opentelemetry import trace
 from redis.exceptions import RedisError
 
 from services.blocks.breaker import BreakerConfig, CircuitBreaker, State
-from services.blocks.retry import Backoff, RetryBudget, next_wait
+from services.blocks.retry import RETRY_NOW_CODES, TRANSIENT_CODES, Backoff, RetryBudget, next_wait
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 BREAKERS_KEY = "breakers"
-FAILURES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-    }
-)
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
+# What the breaker counts as a failure: a different question from "may this call be made
+# again?" (retry.py), namely "is the callee healthy?". ABORTED is a healthy callee's answer
+# about one request (its idempotency key is in flight), so it is no failure; an overloaded
+# callee's RESOURCE_EXHAUSTED is one, though it is never retried at once.
+FAILURES = (TRANSIENT_CODES - {grpc.StatusCode.ABORTED}) | {grpc.StatusCode.RESOURCE_EXHAUSTED}
 QUEUE_SECONDS = 1.0  # how long a call may wait for a free slot in the bulkhead
 
 
@@ -131,7 +126,7 @@ class Downstream:
                 except grpc.aio.AioRpcError as error:
                     ended = time.monotonic()
                     self.breaker.record(error.code() in FAILURES, ended - started, ended)
-                    if not idempotent or error.code() not in RETRYABLE:
+                    if not idempotent or error.code() not in RETRY_NOW_CODES:
                         raise
                     wait = next_wait(attempt, self.backoff, self.rng, ended, deadline)
                     if wait is None or not self.budget.try_spend(ended):

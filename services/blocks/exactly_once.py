@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,8 +25,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 from redis.exceptions import RedisError
 
 from ridesaga.saga.v1 import saga_pb2
+from services.blocks.retry import Backoff, sleep_with_jitter
 from services.runtime.messages import Headers, Outgoing, Poison, decode, header_carrier
 from services.runtime.telemetry import ride_scope
+from services.runtime.topology import Topic
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -79,25 +80,20 @@ async def bounded(call: Callable[..., T], *args: Any, timeout: float = STUCK_AFT
         raise ProducerStuck(f"{getattr(call, '__name__', 'call')} did not return within {timeout:.0f}s") from None
 
 
-BACKOFF_BASE_SECONDS = 0.2
-BACKOFF_CAP_SECONDS = 5.0
+# An aborted batch is handled again after a full-jitter wait; recovering the producer
+# and consumer waits base, 2 * base, ... up to cap between tries.
+BATCH_BACKOFF = Backoff(base_seconds=0.2, cap_seconds=5.0)
 # A handler that fails for a reason that is neither the record's (Poison) nor the
 # infrastructure's (TRANSIENT) is tried again in place, at once, this many times in all,
 # then its record is dead-lettered. In place: aborting the batch would stall every
 # partition of the consumer through the abort, the rewind and the backoff, each time.
 FAILURES_BEFORE_DEAD_LETTER = 3
-IN_PLACE_RETRY_SECONDS = 0.05
-
-
-class Retry(Exception):
-    """A transient failure (a store or a downstream is unavailable): the batch is aborted
-    and handled again after a backoff."""
-
+# "At once": every in-place retry waits a random moment under 50 ms, never longer.
+IN_PLACE_BACKOFF = Backoff(base_seconds=0.05, cap_seconds=0.05)
 
 # Failures of infrastructure, not of the record: they abort and retry the batch, and never
 # count toward dead-lettering (a PostgreSQL restart must not send commands to the DLQ).
-TRANSIENT: tuple[type[BaseException], ...] = (Retry, psycopg.OperationalError, RedisError)
-DEAD_LETTER_TOPIC = "ridesaga.dlq"
+TRANSIENT: tuple[type[BaseException], ...] = (psycopg.OperationalError, RedisError)
 
 
 @dataclass(frozen=True)
@@ -107,7 +103,7 @@ class LoopConfig:
     group_id: str
     transactional_id: str
     topics: tuple[str, ...]
-    dead_letter_topic: str = DEAD_LETTER_TOPIC
+    dead_letter_topic: str = Topic.DEAD_LETTERS
     batch_max: int = 100
     batch_wait_seconds: float = 0.05
     transaction_timeout_ms: int = 15_000
@@ -203,7 +199,7 @@ class TransactionalLoop:
                 "logger": logging.getLogger("kafka.consumer"),
             }
         )
-        consumer.subscribe(list(self.config.topics))
+        consumer.subscribe([str(topic) for topic in self.config.topics])
         return consumer
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -235,7 +231,7 @@ class TransactionalLoop:
                     if self.settled:
                         self.settled(False)
                     producer, consumer = await self._recover(producer, consumer, error)
-                    await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)))
+                    await sleep_with_jitter(BATCH_BACKOFF, attempt)
         finally:
             await loop.run_in_executor(None, consumer.close)
 
@@ -324,7 +320,7 @@ class TransactionalLoop:
                             log.exception("giving up on a record", extra={"fields": {"message_id": env.message_id}})
                             span.set_status(StatusCode.ERROR, repr(error))
                             return [self._to_dead_letter(record, f"handler failed {attempt} times: {error!r}")]
-                    await asyncio.sleep(random.uniform(0, IN_PLACE_RETRY_SECONDS))
+                    await sleep_with_jitter(IN_PLACE_BACKOFF, attempt)
 
     def _to_dead_letter(self, record: Message, reason: str) -> Outgoing:
         log.warning(
@@ -350,7 +346,7 @@ class TransactionalLoop:
         log.warning(
             "batch aborted", extra={"fields": {"loop": self.config.name, "error": repr(error), "replace": replace}}
         )
-        pause = BACKOFF_BASE_SECONDS
+        pause = BATCH_BACKOFF.base_seconds
         while True:
             try:
                 producer = await self._abort_or_replace(producer, replace)
@@ -361,7 +357,7 @@ class TransactionalLoop:
                     "recovery failed; retrying", extra={"fields": {"loop": self.config.name, "error": repr(again)}}
                 )
                 await asyncio.sleep(pause)
-                pause = min(BACKOFF_CAP_SECONDS, pause * 2)
+                pause = min(BATCH_BACKOFF.cap_seconds, pause * 2)
         try:
             await self._rewind(consumer)
         except (KafkaException, ProducerStuck) as lost:

@@ -23,13 +23,7 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return 0
 """
-# Extend or release only a lock we still hold (compare-and-set / compare-and-delete).
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
+# Release only a lock we still hold (compare-and-delete).
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -43,14 +37,12 @@ class Lease:
     resource: str
     holder: str
     token: int
-    ttl_ms: int
 
 
 class FencedLock:
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
 
     @staticmethod
@@ -61,10 +53,7 @@ class FencedLock:
         """The lease and its fencing token, or None if someone else holds the lock."""
         holder = secrets.token_hex(16)
         token = int(await self._acquire(keys=self._keys(resource), args=[holder, ttl_ms]))
-        return Lease(resource, holder, token, ttl_ms) if token else None
-
-    async def renew(self, lease: Lease) -> bool:
-        return bool(await self._renew(keys=self._keys(lease.resource)[:1], args=[lease.holder, lease.ttl_ms]))
+        return Lease(resource, holder, token) if token else None
 
     async def release(self, lease: Lease) -> bool:
         return bool(await self._release(keys=self._keys(lease.resource)[:1], args=[lease.holder]))

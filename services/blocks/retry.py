@@ -28,6 +28,26 @@ TRANSIENT_CODES = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
+# The narrower "not now" of a caller that settles something on every other answer
+# (payment: a refused authorization ends the ride, a refused capture is written off;
+# docs/saga.md, "Permanent payment errors"): only the codes that say in so many words
+# that the processor could not answer yet. INTERNAL and UNKNOWN are taken as its final
+# answer there, as they always have been; counting them transient would change what
+# payment does, e.g. an authorization failed with INTERNAL would wait for the saga's
+# re-send instead of ending the ride with outcome payment_rejected.
+NOT_NOW_CODES = TRANSIENT_CODES - {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+# The transient answers `Downstream` retries at once, within the caller's deadline: the
+# callee turned the call away (UNAVAILABLE: not reached, one of its stores down, or its
+# own breaker open; ABORTED: a request with the same idempotency key is still in flight).
+# DEADLINE_EXCEEDED is not among them because each attempt already gets all the time that
+# is left; INTERNAL and UNKNOWN are left to the caller, which may take them as the
+# callee's answer (payment does, see NOT_NOW_CODES) and would otherwise see them late.
+RETRY_NOW_CODES = TRANSIENT_CODES - {
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The driver service's adapters: the registry in PostgreSQL, positions in Redis GEO."""
+"""The driver service's adapters: the registry in PostgreSQL, positions in Redis GEO.
+(The saga's fenced writes to a reservation are fenced_reservations.py.)"""
 
 from __future__ import annotations
 
@@ -6,24 +7,12 @@ import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from services.driver.domain import Driver, NearbyQuery, Position
 
 GEO_KEY = "drivers:geo"
 HEARD_KEY = "drivers:last_heard_ms"
-
-
-async def reserve(conn: AsyncConnection[Any], driver_id: uuid.UUID, ride_id: str, token: int) -> bool:
-    """Reserves a free driver for the ride, fenced: the write is accepted only with a token
-    no older than the newest this driver has seen, so a stale lock holder is rejected."""
-    cursor = await conn.execute(
-        "UPDATE drivers SET ride_id = %s, fence = %s, offer = NULL, confirmed = false"
-        " WHERE driver_id = %s AND ride_id IS NULL AND fence <= %s",
-        (ride_id, token, driver_id, token),
-    )
-    return cursor.rowcount == 1
 
 
 class DriverRegistry:

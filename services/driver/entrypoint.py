@@ -24,7 +24,7 @@ from services.blocks.fencing import FencedLock
 from services.driver import domain
 from services.driver.adapters import DriverLocations, DriverRegistry
 from services.driver.offers import OfferHub
-from services.driver.participant import REPLIES, DriverParticipant
+from services.driver.participant import DriverParticipant
 from services.runtime import config, db, validation
 from services.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound, grpc_errors
 from services.runtime.grpc_server import Context, Lifecycle, serve
@@ -33,7 +33,7 @@ from services.runtime.periodic import decided
 from services.runtime.probe import probe
 from services.runtime.publisher import Publisher
 from services.runtime.telemetry import ride_scope
-from services.runtime.topology import service
+from services.runtime.topology import Group, Topic, service
 
 SPEC = service("driver")
 # An acceptance is answered once the saga has taken it; the app calls with a 5 s deadline.
@@ -116,7 +116,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
                     driver_id=str(driver), fence=request.fence, attempt=request.attempt, reason="declined"
                 )
                 env = envelope(self.clock, message_id, str(ride), "", driver_declined=declined)
-            await self.publisher.send(outgoing(REPLIES, env))
+            await self.publisher.send(outgoing(Topic.TRIP_REPLIES, env))
             await self.registry.answered(driver, request.fence)
             if request.accept:
                 await self._taken(driver, str(ride), request.fence)
@@ -151,7 +151,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         with ride_scope(str(ride)):
             done = saga_pb2.TripCompleted(driver_id=str(driver), fence=request.fence)
             env = envelope(self.clock, f"{ride}:completed:{request.fence}", str(ride), "", trip_completed=done)
-            await self.publisher.send(outgoing(REPLIES, env))
+            await self.publisher.send(outgoing(Topic.TRIP_REPLIES, env))
         return driver_pb2.CompleteTripAck()
 
     @grpc_errors
@@ -226,16 +226,14 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     )
     participant = DriverParticipant(pool, locations, FencedLock(client), hub, clock, detector)
     loop = TransactionalLoop(
-        LoopConfig.for_group(
-            "driver-participant", settings.kafka_bootstrap, ("driver.commands",), config.replica_suffix()
-        ),
+        LoopConfig.for_group(Group.DRIVER, settings.kafka_bootstrap, Group.DRIVER.topics, config.replica_suffix()),
         participant.handle,
         participant.settled,
     )
     lifecycle.on_close(pool.close)
     lifecycle.on_close(client.aclose)
     lifecycle.on_close(publisher.close)
-    lifecycle.spawn("driver-participant", loop.run)
+    lifecycle.spawn(Group.DRIVER, loop.run)
     lifecycle.spawn("reap-handled-commands", retention.reaper(pool, "handled_commands"))
 
 

@@ -1,12 +1,11 @@
 """Driver's side of the saga: reserve the nearest available driver under a fenced lock,
 release a reservation only if its token still matches, and learn of the pivot
-(ConfirmDriver) the same fenced way.
+(ConfirmDriver) the same fenced way (the writes are fenced_reservations.py).
 
-Property: a driver is reserved for at most one ride (the reservation is a conditional
-UPDATE of its row, guarded by the lock's fencing token, so a holder paused past its lease
-cannot overwrite a newer reservation); a stale release (an older token) changes nothing. The reservation
-and the handled-command record commit together; a redelivered command gets the stored
-reply."""
+Property: a driver is reserved for at most one ride, and a holder paused past its lease
+cannot overwrite a newer reservation; a stale release (an older token) changes nothing.
+Each command's effect and its inbox record (`handled_commands`, services/blocks/inbox.py)
+commit together; a redelivered command gets the stored reply."""
 
 from __future__ import annotations
 
@@ -15,22 +14,26 @@ import contextlib
 import logging
 import time
 import uuid
+from typing import Any
 
 from opentelemetry import propagate
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from redis.exceptions import RedisError
 
 from ridesaga.driver.v1 import driver_pb2
 from ridesaga.saga.v1 import saga_pb2
-from services.blocks.clocks import HybridLogicalClock, Timestamp
+from services.blocks.clocks import HybridLogicalClock
 from services.blocks.failure_detectors import PhiAccrualDetector
 from services.blocks.fencing import FencedLock, Lease
-from services.driver import domain
-from services.driver.adapters import DriverLocations, DriverRegistry, reserve
+from services.blocks.inbox import Inbox
+from services.driver import domain, fenced_reservations
+from services.driver.adapters import DriverLocations, DriverRegistry
 from services.driver.offers import OfferHub
-from services.runtime.messages import Outgoing, Poison, envelope, outgoing
+from services.runtime.messages import Outgoing, Poison, envelope, observe, outgoing
+from services.runtime.topology import Topic
 
-REPLIES = "trip.replies"
+INBOX = Inbox("handled_commands")
 log = logging.getLogger(__name__)
 MATCH_RADIUS_KM = 15.0
 CANDIDATES = 20
@@ -81,40 +84,38 @@ class DriverParticipant:
                 self.hub.push(driver_id, offer)
 
     async def handle(self, env: saga_pb2.Envelope) -> list[Outgoing]:
-        try:
-            self.clock.observe(Timestamp.parse(env.hlc))
-        except ValueError as error:
-            raise Poison(str(error)) from None
-        kind = env.WhichOneof("body")
-        if kind not in ("reserve_driver", "release_driver", "confirm_driver"):
-            raise Poison(f"driver does not handle messages of type {kind!r}")
-        async with self.pool.connection() as conn:
-            row = await (
-                await conn.execute("SELECT reply FROM handled_commands WHERE message_id = %s", (env.message_id,))
-            ).fetchone()
-        if row is not None:
-            if not row[0]:
-                return []  # a command that has no reply (ConfirmDriver)
-            reply = saga_pb2.Envelope.FromString(row[0])
-        elif kind == "confirm_driver":
-            await self._confirm(env)
-            return []
-        elif kind == "reserve_driver":
+        observe(self.clock, env)
+        match env.WhichOneof("body"):
+            case "reserve_driver":
+                return await self._reserve_once(env)
+            # Database work only: the inbox's replay, the effect and its record in one transaction.
+            case "release_driver":
+                return await INBOX.once(self.pool, env.message_id, lambda conn: self._release(conn, env))
+            case "confirm_driver":
+                return await INBOX.once(self.pool, env.message_id, lambda conn: self._confirm(conn, env))
+            case kind:
+                raise Poison(f"driver does not handle messages of type {kind!r}")
+
+    async def _reserve_once(self, env: saga_pb2.Envelope) -> list[Outgoing]:
+        """A reservation takes Redis locks between the inbox's replay and its record. A
+        redelivered ReserveDriver gets its stored reply, and its offer is queued again."""
+        sent = await INBOX.replay_from(self.pool, env.message_id)
+        if sent is None:
             try:
-                reply = await self._reserve(env)
+                sent = await self._reserve(env)
             except RedisError as error:
                 # Matching pauses while Redis (positions, fencing tokens) is down: no reply,
                 # nothing recorded; the saga's MATCHING timeout re-sends the same command,
                 # and the partition keeps flowing for releases and other rides meanwhile.
                 log.warning("redis unavailable; matching paused", extra={"fields": {"error": repr(error)}})
                 return []
-        else:
-            reply = await self._release(env)
-        if reply.WhichOneof("body") == "driver_offered":
-            await self._offer(env, reply.driver_offered)
-        return [outgoing(REPLIES, reply)]
+        for record in sent:
+            reply = saga_pb2.Envelope.FromString(record.value or b"")
+            if reply.WhichOneof("body") == "driver_offered":
+                await self._offer(env, reply.driver_offered)
+        return sent
 
-    async def _reserve(self, env: saga_pb2.Envelope) -> saga_pb2.Envelope:
+    async def _reserve(self, env: saga_pb2.Envelope) -> list[Outgoing]:
         cmd = env.reserve_driver
         center = domain.position("pickup", cmd.pickup.lat, cmd.pickup.lng)
         query = domain.nearby_query(center, MATCH_RADIUS_KM, CANDIDATES)
@@ -142,74 +143,49 @@ class DriverParticipant:
                     if lease is None:
                         continue  # someone else is reserving this driver right now
                     leases.append(lease)
-                    if await reserve(conn, uuid.UUID(driver_id), env.ride_id, lease.token):
+                    if await fenced_reservations.reserve(conn, uuid.UUID(driver_id), env.ride_id, lease.token):
                         offered = saga_pb2.DriverOffered(driver_id=driver_id, fence=lease.token, attempt=cmd.attempt)
                         reply = envelope(self.clock, reply_id, env.ride_id, env.message_id, driver_offered=offered)
                         break
-                await conn.execute(
-                    "INSERT INTO handled_commands (message_id, reply) VALUES (%s, %s)",
-                    (env.message_id, reply.SerializeToString()),
-                )
+                sent = [outgoing(Topic.TRIP_REPLIES, reply)]
+                await INBOX.record(conn, env.message_id, sent)
         finally:
             for lease in leases:
                 with contextlib.suppress(RedisError):
                     await self.lock.release(lease)
-        return reply
+        return sent
 
-    async def _release(self, env: saga_pb2.Envelope) -> saga_pb2.Envelope:
+    async def _release(self, conn: AsyncConnection[Any], env: saga_pb2.Envelope) -> list[Outgoing]:
         cmd = env.release_driver
-        async with self.pool.connection() as conn, conn.transaction():
-            # Fenced: only the holder of the current token releases the reservation.
-            await conn.execute(
-                "UPDATE drivers SET ride_id = NULL, offer = NULL, confirmed = false"
-                " WHERE driver_id = %s AND ride_id = %s AND fence = %s",
-                (uuid.UUID(cmd.driver_id), env.ride_id, cmd.fence),
-            )
-            reply = envelope(
-                self.clock,
-                f"{env.message_id}:reply",
-                env.ride_id,
-                env.message_id,
-                driver_released=saga_pb2.DriverReleased(driver_id=cmd.driver_id),
-            )
-            await conn.execute(
-                "INSERT INTO handled_commands (message_id, reply) VALUES (%s, %s)",
-                (env.message_id, reply.SerializeToString()),
-            )
-        return reply
+        await fenced_reservations.release(conn, uuid.UUID(cmd.driver_id), env.ride_id, cmd.fence)
+        reply = envelope(
+            self.clock,
+            f"{env.message_id}:reply",
+            env.ride_id,
+            env.message_id,
+            driver_released=saga_pb2.DriverReleased(driver_id=cmd.driver_id),
+        )
+        return [outgoing(Topic.TRIP_REPLIES, reply)]
 
-    async def _confirm(self, env: saga_pb2.Envelope) -> None:
-        """The pivot: the saga took this driver's acceptance. Fenced like the release: a
-        confirmation for a reservation that no longer stands changes nothing."""
+    async def _confirm(self, conn: AsyncConnection[Any], env: saga_pb2.Envelope) -> list[Outgoing]:
+        """The pivot: the saga took this driver's acceptance. Nothing is sent back."""
         cmd = env.confirm_driver
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE drivers SET confirmed = true WHERE driver_id = %s AND ride_id = %s AND fence = %s",
-                (uuid.UUID(cmd.driver_id), env.ride_id, cmd.fence),
-            )
-            await conn.execute(
-                "INSERT INTO handled_commands (message_id, reply) VALUES (%s, %s)", (env.message_id, b"")
-            )
+        await fenced_reservations.confirm(conn, uuid.UUID(cmd.driver_id), env.ride_id, cmd.fence)
+        return []
 
     async def _offer(self, env: saga_pb2.Envelope, offered: saga_pb2.DriverOffered) -> None:
         """Queues the offer for the driver's app, if the reservation still stands."""
-        async with self.pool.connection() as conn:
-            row = await (
-                await conn.execute(
-                    "SELECT 1 FROM drivers WHERE driver_id = %s AND ride_id = %s AND fence = %s",
-                    (uuid.UUID(offered.driver_id), env.ride_id, offered.fence),
-                )
-            ).fetchone()
-        if row is not None and env.WhichOneof("body") == "reserve_driver":
-            cmd = env.reserve_driver
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            offer = driver_pb2.Offer(
-                ride_id=env.ride_id,
-                fence=offered.fence,
-                attempt=offered.attempt,
-                pickup=cmd.pickup,
-                dropoff=cmd.dropoff,
-                traceparent=carrier.get("traceparent", ""),
-            )
-            self.pending.append((offered.driver_id, offer))
+        if not await self.registry.holds(uuid.UUID(offered.driver_id), uuid.UUID(env.ride_id), offered.fence):
+            return
+        cmd = env.reserve_driver
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        offer = driver_pb2.Offer(
+            ride_id=env.ride_id,
+            fence=offered.fence,
+            attempt=offered.attempt,
+            pickup=cmd.pickup,
+            dropoff=cmd.dropoff,
+            traceparent=carrier.get("traceparent", ""),
+        )
+        self.pending.append((offered.driver_id, offer))

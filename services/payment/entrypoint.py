@@ -17,12 +17,14 @@ from services.blocks import retention
 from services.blocks.breaker import BreakerConfig
 from services.blocks.downstream import Downstream
 from services.blocks.exactly_once import LoopConfig, TransactionalLoop
+from services.payment.adapters import Attempts, Holds, PspClient
+from services.payment.handlers import Adapters
 from services.payment.participant import PaymentParticipant
 from services.runtime import config, db, mesh
 from services.runtime.grpc_server import Context, Lifecycle, serve
 from services.runtime.periodic import every
 from services.runtime.probe import probe
-from services.runtime.topology import service
+from services.runtime.topology import Group, service
 
 SPEC = service("payment")
 # Judged over the last 10 calls, opens at half failing, probes after 5 s.
@@ -46,17 +48,16 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     downstream = Downstream("payment->psp", redis=client, breaker=PSP_BREAKER)
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(pool, psp), server)
+    adapters = Adapters(PspClient(psp, downstream), Holds(pool), Attempts(pool), config.clock())
     loop = TransactionalLoop(
-        LoopConfig.for_group(
-            "payment-participant", settings.kafka_bootstrap, ("payment.commands",), config.replica_suffix()
-        ),
-        PaymentParticipant(pool, psp, config.clock(), downstream).handle,
+        LoopConfig.for_group(Group.PAYMENT, settings.kafka_bootstrap, Group.PAYMENT.topics, config.replica_suffix()),
+        PaymentParticipant(pool, adapters).handle,
     )
     lifecycle.on_close(client.aclose)
     lifecycle.on_close(pool.close)
     lifecycle.spawn("publish-breaker", lambda stopping: every(1.0, stopping, downstream.publish, "publish breaker"))
     lifecycle.on_close(channel.close)
-    lifecycle.spawn("payment-participant", loop.run)
+    lifecycle.spawn(Group.PAYMENT, loop.run)
     lifecycle.spawn("reap-handled-commands", retention.reaper(pool, "handled_commands"))
     lifecycle.spawn("reap-psp-attempts", retention.reaper(pool, "psp_attempts"))
 

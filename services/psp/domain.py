@@ -111,7 +111,22 @@ def idempotency_key(operation: Operation, value: str, **params: str | int) -> Id
 
 def reuse(key: IdempotencyKey, stored_fingerprint: str, completed: bool, claimed_seconds_ago: float) -> Reuse:
     """What a request does with a key already on record: replay its stored response, or
-    take over a claim abandoned by a crash. Refuses other parameters and calls in flight."""
+    take over a claim abandoned by a crash. Refuses other parameters and calls in flight.
+
+    The psp shares `fingerprint` and `validate_key` with the rider (services/blocks/
+    idempotency.py), and this asks the questions of the rider's `on_existing_key` in the
+    same order (parameters, stored response, live holder), but keeps its own decision
+    because it answers them differently:
+    - a claim here is judged by its age on PostgreSQL's clock (`now() - claimed_at`, which
+      the takeover's UPDATE compares again in the same transaction, so the decision and
+      the compare-and-set agree) and is abandoned only once strictly older than
+      TAKEOVER_AFTER_SECONDS. on_existing_key judges a lease, `locked_until_ms`, set and
+      compared on the calling process's clock and free from the moment it ends (and the
+      rider clears it early, `unlock`, where the psp deletes a refused call's key);
+    - a psp call commits its charge, movement and response in one transaction, so a
+      takeover redoes it from the start: there is no recovery point for `Resume` to carry;
+    - its refusals name the operation the key is scoped to ("a different capture
+      request"), and on_existing_key's messages do not."""
     if stored_fingerprint != key.fingerprint:
         raise InvalidArgument(
             "idempotency_key", f"{key.value!r} was already used for a different {key.operation} request"

@@ -1,14 +1,25 @@
-"""The rider service's PostgreSQL adapter: riders, idempotency keys and live rides."""
+"""The rider service's adapters: PostgreSQL (riders, idempotency keys and live rides) and
+the trip service, called through its breaker."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
+import grpc
 from psycopg_pool import AsyncConnectionPool
 
-from services.blocks.idempotency import KEEP_MS, KeyRecord
-from services.rider.domain import Rider
+from ridesaga.common.v1 import common_pb2
+from ridesaga.rider.v1 import rider_pb2
+from ridesaga.trip.v1 import trip_pb2, trip_pb2_grpc
+from services.blocks.downstream import Downstream, Unavailable
+from services.blocks.idempotency import KEEP_MS, KeyRecord, Replay, Resume
+from services.rider.domain import RecoveryPoint, RideBooked, Rider, RideRequest
+from services.runtime.errors import DependencyUnavailable, DomainError
+
+R = TypeVar("R")
+TRIP_TIMEOUT_SECONDS = 5.0
 
 
 class RiderStore:
@@ -48,8 +59,12 @@ class RequestStore:
             return cursor.rowcount == 1
 
     async def lock_existing(
-        self, rider_id: uuid.UUID, key: str, decide: Any, locked_until_ms: int
-    ) -> tuple[Any, uuid.UUID, bytes | None]:
+        self,
+        rider_id: uuid.UUID,
+        key: str,
+        decide: Callable[[KeyRecord], Replay | Resume],
+        locked_until_ms: int,
+    ) -> tuple[Replay | Resume, uuid.UUID, RideBooked | None]:
         """Reads the key under a row lock, lets `decide(record)` judge it (it raises for
         refusals), and takes the lock if the decision is to resume."""
         async with self.pool.connection() as conn, conn.transaction():
@@ -69,21 +84,21 @@ class RequestStore:
                     "UPDATE idempotency_keys SET locked_until_ms = %s WHERE rider_id = %s AND key = %s",
                     (locked_until_ms, rider_id, key),
                 )
-            return decision, row[4], row[2]
+            return decision, row[4], None if row[2] is None else _booked(row[2])
 
-    async def advance(self, rider_id: uuid.UUID, key: str, recovery_point: str) -> None:
+    async def advance(self, rider_id: uuid.UUID, key: str, recovery_point: RecoveryPoint) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(
                 "UPDATE idempotency_keys SET recovery_point = %s WHERE rider_id = %s AND key = %s",
-                (recovery_point, rider_id, key),
+                (recovery_point.value, rider_id, key),
             )
 
-    async def finish(self, rider_id: uuid.UUID, key: str, response: bytes) -> None:
+    async def finish(self, rider_id: uuid.UUID, key: str, booked: RideBooked) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(
                 "UPDATE idempotency_keys SET recovery_point = 'finished', response = %s, locked_until_ms = NULL"
                 " WHERE rider_id = %s AND key = %s",
-                (response, rider_id, key),
+                (ride_requested(booked).SerializeToString(), rider_id, key),
             )
 
     async def unlock(self, rider_id: uuid.UUID, key: str) -> None:
@@ -134,3 +149,80 @@ class RequestStore:
                 "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %s)", (KEEP_MS / 1000,)
             )
             return cursor.rowcount
+
+
+def ride_requested(booked: RideBooked) -> rider_pb2.RideRequested:
+    """The answer to RequestRide as it is sent and as it is stored with its key: one
+    message, so a replay answers exactly what the first request did."""
+    return rider_pb2.RideRequested(ride_id=str(booked.ride_id), state=booked.state)
+
+
+def _booked(stored: bytes) -> RideBooked:
+    reply = rider_pb2.RideRequested.FromString(stored)
+    return RideBooked(uuid.UUID(reply.ride_id), reply.state)
+
+
+class Forwarded(DomainError):
+    """An error answered by trip, passed on to the caller unchanged."""
+
+    def __init__(self, error: grpc.aio.AioRpcError) -> None:
+        super().__init__(error.details() or error.code().name)
+        self.code = error.code()
+
+
+class TripClient:
+    """The trip service as the rider calls it: through its breaker, so while trip keeps
+    failing a call fails fast (DependencyUnavailable); trip's own refusals are Forwarded."""
+
+    def __init__(self, stub: trip_pb2_grpc.TripServiceAsyncStub, calls: Downstream) -> None:
+        self.stub = stub
+        self.calls = calls
+
+    async def _call(self, method: Callable[..., Awaitable[R]], request: Any) -> R:
+        try:
+            return await self.calls.call(method, request, deadline_seconds=TRIP_TIMEOUT_SECONDS, idempotent=True)
+        except Unavailable as refused:
+            raise DependencyUnavailable(f"trip is unavailable ({refused})", refused.retry_after_seconds) from None
+        except grpc.aio.AioRpcError as error:
+            raise Forwarded(error) from None
+
+    async def start_ride(self, ride_id: uuid.UUID, want: RideRequest, payment_method: str) -> str:
+        """Starts the ride (idempotent on its id); returns the state trip gave it."""
+        started = await self._call(
+            self.stub.StartRide,
+            trip_pb2.StartRideRequest(
+                ride_id=str(ride_id),
+                rider_id=str(want.rider_id),
+                pickup=_lat_lng(want.pickup),
+                dropoff=_lat_lng(want.dropoff),
+                payment_method=payment_method,
+            ),
+        )
+        return started.state
+
+    async def get_ride(self, ride_id: uuid.UUID) -> trip_pb2.Ride | None:
+        """The ride as trip sees it; None if trip never heard of it."""
+        try:
+            return await self._call(self.stub.GetRide, trip_pb2.GetRideRequest(ride_id=str(ride_id)))
+        except Forwarded as error:
+            if error.code == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    async def cancel_ride(self, ride_id: uuid.UUID) -> trip_pb2.Ride:
+        return await self._call(
+            self.stub.CancelRide, trip_pb2.CancelRideRequest(ride_id=str(ride_id), reason="rider_cancelled")
+        )
+
+    async def watch_ride(self, ride_id: uuid.UUID) -> AsyncIterator[trip_pb2.Ride]:
+        """Every change of the ride, as trip streams it. Not through the breaker, which
+        bounds unary calls by a deadline: a watch lasts as long as the ride."""
+        try:
+            async for ride in self.stub.WatchRide(trip_pb2.GetRideRequest(ride_id=str(ride_id))):
+                yield ride
+        except grpc.aio.AioRpcError as error:
+            raise Forwarded(error) from None
+
+
+def _lat_lng(point: tuple[float, float]) -> common_pb2.LatLng:
+    return common_pb2.LatLng(lat=point[0], lng=point[1])

@@ -1,7 +1,9 @@
-"""Riders and ride requests: plain data and the rules for creating them; no I/O."""
+"""Riders and ride requests: plain data, the commands that arrive at the edge, and the
+rules for creating riders and requests; no I/O."""
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass
 
@@ -24,6 +26,51 @@ class RideRequest:
 
     def params(self) -> dict[str, object]:
         return {"pickup": list(self.pickup), "dropoff": list(self.dropoff)}
+
+
+class RecoveryPoint(enum.StrEnum):
+    """How far a ride request got under its key (schema/001_riders.sql): a retry after a
+    crash resumes from here instead of redoing the work."""
+
+    STARTED = "started"
+    RIDE_CLAIMED = "ride_claimed"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class RideBooked:
+    """The answer to a ride request, stored with its key and replayed to every retry."""
+
+    ride_id: uuid.UUID
+    state: str
+
+
+@dataclass(frozen=True)
+class CreateRider:
+    name: str
+    payment_method: str
+
+
+@dataclass(frozen=True)
+class GetRider:
+    rider_id: str
+
+
+@dataclass(frozen=True)
+class RequestRide:
+    """As the caller sent it, not yet validated; a point the caller left out is None."""
+
+    rider_id: str
+    pickup: tuple[float, float] | None
+    dropoff: tuple[float, float] | None
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class RideRef:
+    """Names a ride to read, watch or cancel; not yet validated."""
+
+    ride_id: str
 
 
 def new_rider(name: str, payment_method: str) -> Rider:

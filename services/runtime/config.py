@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.blocks.clocks import HybridLogicalClock, skewed_wall_clock
 from services.runtime.topology import INFRA, service
@@ -69,6 +70,12 @@ def ride_request_limit() -> tuple[int, float]:
     return int(burst), rate
 
 
+def sweeper_id() -> str:
+    """This sweeper's name in the election and in its fenced writes (trip-sweeper-1 in
+    the stack); one started by hand is named after its process id."""
+    return _env("RIDESAGA_SWEEPER_ID", f"sweeper-{os.getpid()}")
+
+
 def clock_skew_ms() -> int:
     """How far this process's wall clock is set off, for the clock-skew drill (0 normally)."""
     raw = os.environ.get("RIDESAGA_CLOCK_SKEW_MS", "0")
@@ -109,4 +116,54 @@ def load(service_name: str) -> Settings:
         otlp_endpoint=otlp_endpoint,
         environment=environment,
         trace_sample_ratio=trace_sample_ratio(),
+    )
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """The simulated fleet's settings (services/fleet/main.py): how many drivers, how
+    often they accept an offer, where their ids are kept across restarts, the driver
+    service's sidecar they call, and how long they think about an offer and drive a ride
+    ((min, max) seconds; the benchmarks set 0,0)."""
+
+    size: int
+    accept_rate: float
+    state: Path
+    driver_target: str
+    think_seconds: tuple[float, float]
+    ride_seconds: tuple[float, float]
+
+
+def _fleet_seconds(name: str, default: tuple[float, float]) -> tuple[float, float]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        low, high = (float(part) for part in raw.split(","))
+    except ValueError:
+        raise SystemExit(f"fleet: {name} must be MIN,MAX seconds, got {raw!r}") from None
+    if not 0 <= low <= high:
+        raise SystemExit(f"fleet: {name} must satisfy 0 <= MIN <= MAX, got {raw!r}")
+    return low, high
+
+
+def fleet_settings() -> FleetSettings:
+    """The fleet's settings; a bad one stops the fleet with one line naming it."""
+    size = os.environ.get("RIDESAGA_FLEET_SIZE", "30")
+    if not size.isdigit() or not 0 < int(size) <= 1000:
+        raise SystemExit(f"fleet: RIDESAGA_FLEET_SIZE must be an integer in 1..1000, got {size!r}")
+    rate = os.environ.get("RIDESAGA_FLEET_ACCEPT_RATE", "0.9")
+    try:
+        accept_rate = float(rate)
+    except ValueError:
+        accept_rate = -1.0
+    if not 0.0 <= accept_rate <= 1.0:
+        raise SystemExit(f"fleet: RIDESAGA_FLEET_ACCEPT_RATE must be a number in 0..1, got {rate!r}")
+    return FleetSettings(
+        size=int(size),
+        accept_rate=accept_rate,
+        state=Path(os.environ.get("RIDESAGA_FLEET_STATE", "fleet.json")),
+        driver_target=os.environ.get("RIDESAGA_DRIVER_TARGET", f"127.0.0.1:{service('driver').ingress_port}"),
+        think_seconds=_fleet_seconds("RIDESAGA_FLEET_THINK_SECONDS", (0.1, 0.6)),
+        ride_seconds=_fleet_seconds("RIDESAGA_FLEET_RIDE_SECONDS", (0.5, 2.0)),
     )

@@ -1,5 +1,6 @@
-"""The trip service's PostgreSQL adapter: rides with their saga state, the saga log and
-the processed-message records that make each transition exactly-once."""
+"""The trip service's PostgreSQL adapter: rides with their saga state and the saga log.
+(The processed-message records that make each transition exactly-once are the inbox's,
+services/blocks/inbox.py.)"""
 
 from __future__ import annotations
 
@@ -145,20 +146,6 @@ async def steps(conn: AsyncConnection[Any], ride_id: str) -> list[StoredStep]:
 async def trace_id(conn: AsyncConnection[Any], ride_id: str) -> str:
     row = await (await conn.execute("SELECT trace_id FROM rides WHERE ride_id = %s", (ride_id,))).fetchone()
     return str(row[0]) if row else ""
-
-
-async def processed(conn: AsyncConnection[Any], message_id: str) -> list[tuple[str, bytes]] | None:
-    row = await (
-        await conn.execute("SELECT topics, envelopes FROM processed_messages WHERE message_id = %s", (message_id,))
-    ).fetchone()
-    return list(zip(row[0], row[1], strict=True)) if row else None
-
-
-async def mark_processed(conn: AsyncConnection[Any], message_id: str, outputs: list[tuple[str, bytes]]) -> None:
-    await conn.execute(
-        "INSERT INTO processed_messages (message_id, topics, envelopes) VALUES (%s, %s, %s)",
-        (message_id, [t for t, _ in outputs], [e for _, e in outputs]),
-    )
 
 
 async def overdue(

@@ -28,10 +28,9 @@ from services.runtime.periodic import decided
 from services.runtime.probe import probe
 from services.runtime.publisher import Publisher
 from services.runtime.telemetry import ride_scope
-from services.runtime.topology import service
+from services.runtime.topology import Group, Topic, service
 from services.trip import adapters, fares, saga
 from services.trip.orchestrator import Orchestrator
-from services.trip.sweeper import TRIP_COMMANDS
 
 SPEC = service("trip")
 WATCH_POLL_SECONDS = 0.2
@@ -113,7 +112,7 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
                 payment_method=method,
             )
             env = envelope(self.clock, f"{ride_id}:requested", ride_id, "", ride_requested=body)
-            await self.publisher.send(outgoing(TRIP_COMMANDS, env))
+            await self.publisher.send(outgoing(Topic.TRIP_COMMANDS, env))
             return await self._view(ride_id)
 
     @grpc_errors
@@ -146,7 +145,7 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
                 raise FailedPrecondition(f"ride {ride_id} is {current.state}: it can no longer be cancelled")
             body = saga_pb2.CancelRequested(reason=request.reason or "rider_cancelled")
             env = envelope(self.clock, f"{ride_id}:cancel", ride_id, "", cancel_requested=body)
-            await self.publisher.send(outgoing(TRIP_COMMANDS, env))
+            await self.publisher.send(outgoing(Topic.TRIP_COMMANDS, env))
             return await self._cancel_outcome(ride_id, env.message_id)
 
     async def _cancel_outcome(self, ride_id: str, message_id: str) -> trip_pb2.Ride:
@@ -196,7 +195,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     saga_pool = await db.open_pool(settings.postgres_dsn(SPEC.name), max_size=SAGA_POOL_SIZE)
     loop = TransactionalLoop(
         LoopConfig.for_group(
-            "trip-orchestrator", settings.kafka_bootstrap, (TRIP_COMMANDS, "trip.replies"), config.replica_suffix()
+            Group.ORCHESTRATOR, settings.kafka_bootstrap, Group.ORCHESTRATOR.topics, config.replica_suffix()
         ),
         Orchestrator(saga_pool, clock).handle,
     )

@@ -2,7 +2,7 @@
 returns the ride's next state, the commands to send and the saga-log entries. No I/O.
 
 Money first (authorize, then match), the driver's acceptance is the pivot: before it
-every step is compensated in reverse order (release the driver, then void the hold);
+every step is compensated in reverse order (compensations.py says what undoes what);
 after it the saga only moves forward (capture, with retries). Every command's message id
 is deterministic, so re-sending one after a timeout is recognised by its receiver."""
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from services.runtime.messages import PAYMENT_REJECTED
+from services.trip import compensations
 
 
 class State(StrEnum):
@@ -43,8 +44,6 @@ STEP_TIMEOUT_MS = {
     State.COMPENSATING: 15_000,
 }
 PROCESSOR_UNAVAILABLE = "processor_unavailable"
-RELEASE = "release_driver"
-VOID = "void_payment"
 
 
 def match_backoff_ms(attempt: int) -> int:
@@ -287,23 +286,18 @@ def _rematch_or_give_up(ride: Ride, now_ms: int, log: list[LogEntry], *, driver_
 def _compensate(
     ride: Ride, outcome: str, now_ms: int, log: list[LogEntry], commands: list[Command], *, driver_held: bool = False
 ) -> Decision:
-    """Undoes what was done, in reverse order: release the driver, then void the hold."""
-    pending = tuple(step for step, needed in ((RELEASE, driver_held), (VOID, bool(ride.hold_id))) if needed)
+    """Cancels the ride, first undoing what it did (compensations.plan)."""
+    pending = compensations.plan(ride, driver_held=driver_held)
     if not pending:
         log.append(LogEntry("ride", "cancelled", outcome))
         return Decision(_enter(ride, State.CANCELLED, now_ms, outcome=outcome), commands, log)
     compensating = _enter(ride, State.COMPENSATING, now_ms, outcome=outcome, compensations=pending)
     log.append(LogEntry(pending[0], "compensating", outcome))
-    return Decision(compensating, [*commands, _compensation_command(compensating)], log)
-
-
-def _compensation_command(ride: Ride) -> Command:
-    if ride.compensations[0] == RELEASE:
-        return ReleaseDriver(ride.driver_id, ride.fence)
-    return VoidPayment(ride.hold_id)
+    return Decision(compensating, [*commands, compensations.command(compensating)], log)
 
 
 def _compensation_done(ride: Ride, step: str, now_ms: int, log: list[LogEntry]) -> Decision:
+    """One compensation answered: the next one is sent only now, or the ride is cancelled."""
     log.append(LogEntry(step, "compensated"))
     rest = ride.compensations[1:]
     if not rest:
@@ -311,7 +305,7 @@ def _compensation_done(ride: Ride, step: str, now_ms: int, log: list[LogEntry]) 
         return Decision(_enter(ride, State.CANCELLED, now_ms, compensations=()), [], log)
     nxt = _enter(ride, State.COMPENSATING, now_ms, compensations=rest)
     log.append(LogEntry(rest[0], "compensating", ride.outcome))
-    return Decision(nxt, [_compensation_command(nxt)], log)
+    return Decision(nxt, [compensations.command(nxt)], log)
 
 
 def _stale(ride: Ride, event: Event) -> Decision:
@@ -403,15 +397,11 @@ def decide(ride: Ride, event: Event, now_ms: int) -> Decision:
             log.append(LogEntry("capture_payment", "resent", "timeout"))
             capture = CapturePayment(ride.hold_id, ride.fare_cents, ride.driver_id)
             return Decision(_enter(ride, State.CAPTURING, now_ms), [capture], log)
-        case State.COMPENSATING, DriverReleased(driver_id=d) if ride.compensations[:1] == (RELEASE,) and (
-            d == ride.driver_id
-        ):
-            return _compensation_done(ride, RELEASE, now_ms, log)
-        case State.COMPENSATING, PaymentVoided() if ride.compensations[:1] == (VOID,):
-            return _compensation_done(ride, VOID, now_ms, log)
+        case State.COMPENSATING, DriverReleased() | PaymentVoided() if step := compensations.answered(ride, event):
+            return _compensation_done(ride, step, now_ms, log)
         case State.COMPENSATING, StepTimedOut(step="COMPENSATING"):
             log.append(LogEntry(ride.compensations[0], "resent", "timeout"))
-            return Decision(_enter(ride, State.COMPENSATING, now_ms), [_compensation_command(ride)], log)
+            return Decision(_enter(ride, State.COMPENSATING, now_ms), [compensations.command(ride)], log)
         case State.PENDING, CancelRequested(reason=reason):
             log.append(LogEntry("ride", "cancelled", reason))
             return Decision(_enter(ride, State.CANCELLED, now_ms, outcome=reason), [], log)

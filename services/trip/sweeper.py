@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 
@@ -34,13 +33,13 @@ from services.runtime import config, db
 from services.runtime.messages import envelope, outgoing
 from services.runtime.publisher import Publisher
 from services.runtime.telemetry import ride_scope, setup_logging, setup_tracing
+from services.runtime.topology import Topic
 from services.trip import adapters
 
 SWEEP_INTERVAL_SECONDS = 0.5
 BATCH = 200
 CLAIM_LOCK_SECONDS = 2
 RESEND_SECONDS = 10.0  # a timeout still overdue this long after it was sent goes out again
-TRIP_COMMANDS = "trip.commands"
 ELECTION_PATH = "/ridesaga/trip/sweeper"
 SESSION_TIMEOUT_SECONDS = 4.0
 tracer = trace.get_tracer(__name__)
@@ -59,8 +58,8 @@ class Sweeper:
         self.publisher = publisher
         self.clock = clock
         self.name = name
-        # ride id -> (message id, when sent), for this term only: a new term starts empty.
-        self.sent: dict[str, tuple[str, float]] = {}
+        # ride id -> when its timeout was sent, for this term only: a new term starts empty.
+        self.sent: dict[str, float] = {}
 
     async def claim(self, epoch: int) -> bool:
         """Records this leader's epoch, unless a newer leader already has. Gives up after
@@ -95,7 +94,7 @@ class Sweeper:
                 (self.name, epoch),
             )
             now = time.monotonic()
-            self.sent = {ride: sent for ride, sent in self.sent.items() if now - sent[1] < RESEND_SECONDS}
+            self.sent = {ride: at for ride, at in self.sent.items() if now - at < RESEND_SECONDS}
             due = await adapters.overdue(conn, int(time.time() * 1000), BATCH, list(self.sent))
         for ride_id, state, attempt, deadline, traceparent in due:
             message_id = timeout_message_id(ride_id, state, attempt, deadline, epoch)
@@ -103,8 +102,8 @@ class Sweeper:
             parent = propagate.extract({"traceparent": traceparent} if traceparent else {})
             with tracer.start_as_current_span(f"sweeper: {state} timed out", context=parent), ride_scope(ride_id):
                 env = envelope(self.clock, message_id, ride_id, "", step_timed_out=body)
-                await self.publisher.send(outgoing(TRIP_COMMANDS, env))
-            self.sent[ride_id] = (message_id, time.monotonic())
+                await self.publisher.send(outgoing(Topic.TRIP_COMMANDS, env))
+            self.sent[ride_id] = time.monotonic()
         return True
 
     async def lead(self, leadership: Leadership, epoch: int, stopping: asyncio.Event) -> None:
@@ -138,7 +137,7 @@ class Sweeper:
 
 
 async def run() -> None:
-    name = os.environ.get("RIDESAGA_SWEEPER_ID", f"sweeper-{os.getpid()}")
+    name = config.sweeper_id()
     settings = config.load("trip")
     setup_logging(name)
     provider = setup_tracing("trip-sweeper", settings.otlp_endpoint, settings.environment, settings.trace_sample_ratio)

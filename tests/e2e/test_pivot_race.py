@@ -23,7 +23,7 @@ from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.saga.v1 import saga_pb2
 from services.blocks.clocks import HybridLogicalClock
 from services.runtime.messages import envelope
-from services.runtime.topology import INFRA
+from services.runtime.topology import INFRA, Topic
 from tests.support import db_rows, ride_story, sidecar_channel, wait_for
 
 # Far from the simulated fleet (San Francisco) and from the other tests' drivers.
@@ -148,7 +148,7 @@ def _offer_times_out_now(ride_id: str) -> None:
     body = saga_pb2.StepTimedOut(step="OFFERED", attempt=attempt, epoch=epoch)
     env = envelope(HybridLogicalClock(), f"{ride_id}:timeout:test:{deadline}", ride_id, "", step_timed_out=body)
     producer = Producer({"bootstrap.servers": f"127.0.0.1:{INFRA.kafka}", "enable.idempotence": True})
-    producer.produce("trip.commands", key=ride_id.encode(), value=env.SerializeToString())
+    producer.produce(Topic.TRIP_COMMANDS, key=ride_id.encode(), value=env.SerializeToString())
     assert producer.flush(10) == 0
 
 

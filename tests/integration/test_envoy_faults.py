@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from ridectl.mesh import set_faults
+from deploy.envoy.faults import set_faults
 from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from tests.support import sidecar_channel
 

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
@@ -16,7 +17,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from ridesaga.saga.v1 import saga_pb2
 from services.blocks.clocks import HybridLogicalClock
-from services.blocks.exactly_once import LoopConfig, Retry, TransactionalLoop
+from services.blocks.exactly_once import LoopConfig, TransactionalLoop
 from services.runtime.messages import Outgoing, envelope, outgoing
 from services.runtime.topology import INFRA
 
@@ -195,7 +196,7 @@ def test_a_consumer_that_cannot_read_its_offsets_is_replaced_and_nothing_is_lost
         nonlocal first_try
         if first_try:
             first_try = False
-            raise Retry("the database is down")  # aborts the batch: the loop must rewind
+            raise psycopg.OperationalError("the database is down")  # aborts the batch: the loop must rewind
         return _reply(env, topics[1])
 
     plain = _loop(topics, down_once)

@@ -16,7 +16,7 @@ from ridesaga.saga.v1 import saga_pb2
 from services.blocks.clocks import HybridLogicalClock
 from services.blocks.exactly_once import new_transactional_producer
 from services.runtime.messages import envelope
-from services.runtime.topology import INFRA
+from services.runtime.topology import INFRA, Topic
 from tests.support import book_ride, ride_story, sidecar_channel, wait_for
 
 BOOTSTRAP = f"127.0.0.1:{INFRA.kafka}"
@@ -98,7 +98,7 @@ def _dead_letters(marker: bytes) -> list[dict[str, bytes]]:
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe(["ridesaga.dlq"])
+    consumer.subscribe([Topic.DEAD_LETTERS])
     found: list[dict[str, bytes]] = []
     try:
 
@@ -125,17 +125,19 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_partition_keeps_flow
         marker = str(uuid.uuid4()).encode()
         producer = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True})
         key = ride.ride_id.encode()
-        producer.produce("trip.replies", key=key, value=b"\xff\xfe not protobuf", headers=[("test.marker", marker)])
+        producer.produce(Topic.TRIP_REPLIES, key=key, value=b"\xff\xfe not protobuf", headers=[("test.marker", marker)])
         unknown = envelope(
             HybridLogicalClock(), f"{ride.ride_id}:poison", ride.ride_id, "", reserve_driver=saga_pb2.ReserveDriver()
         )
-        producer.produce("trip.replies", key=key, value=unknown.SerializeToString(), headers=[("test.marker", marker)])
+        producer.produce(
+            Topic.TRIP_REPLIES, key=key, value=unknown.SerializeToString(), headers=[("test.marker", marker)]
+        )
         assert producer.flush(10) == 0
         letters = _dead_letters(marker)
         reasons = sorted(h["dlq.error"].decode() for h in letters)
         assert any("not a saga envelope" in r for r in reasons), reasons
         assert any("does not handle messages of type 'reserve_driver'" in r for r in reasons), reasons
-        assert all(h["dlq.source"].startswith(b"trip.replies/") for h in letters)
+        assert all(h["dlq.source"].startswith(f"{Topic.TRIP_REPLIES}/".encode()) for h in letters)
         wait_for(
             lambda: stub.GetRide(rider_pb2.RideRef(ride_id=ride.ride_id), timeout=10).terminal,
             60,

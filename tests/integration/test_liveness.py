@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 from psycopg_pool import AsyncConnectionPool
 
-from ridectl.mesh import set_faults
+from deploy.envoy.faults import set_faults
 from ridesaga.common.v1 import common_pb2
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.trip.v1 import trip_pb2

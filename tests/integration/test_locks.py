@@ -12,7 +12,7 @@ import psycopg
 import redis.asyncio as aioredis
 
 from services.blocks.fencing import FencedLock
-from services.driver.adapters import reserve
+from services.driver.fenced_reservations import reserve
 from services.runtime.topology import INFRA
 from tests.support import db_rows, status, wait_for
 

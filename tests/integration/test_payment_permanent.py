@@ -20,10 +20,9 @@ from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.trip.v1 import trip_pb2, trip_pb2_grpc
 from services.blocks import retention
-from services.blocks.exactly_once import DEAD_LETTER_TOPIC
 from services.psp import domain
 from services.runtime.messages import PAYMENT_REJECTED, header_carrier
-from services.runtime.topology import INFRA
+from services.runtime.topology import INFRA, Topic
 from tests.support import request_ride, ride_story, sidecar_channel, status_of, wait_for
 
 CALL_TIMEOUT = 10.0
@@ -73,8 +72,8 @@ def _dead_lettered(ride_id: str, since_ms: int) -> list[str]:
     )
     found: list[str] = []
     try:
-        metadata = consumer.list_topics(DEAD_LETTER_TOPIC, timeout=10).topics[DEAD_LETTER_TOPIC]
-        wanted = [TopicPartition(DEAD_LETTER_TOPIC, p, since_ms) for p in metadata.partitions]
+        metadata = consumer.list_topics(Topic.DEAD_LETTERS, timeout=10).topics[Topic.DEAD_LETTERS]
+        wanted = [TopicPartition(Topic.DEAD_LETTERS, p, since_ms) for p in metadata.partitions]
         for start in consumer.offsets_for_times(wanted, timeout=10):
             _, high = consumer.get_watermark_offsets(start, timeout=10)
             if start.offset < 0 or start.offset >= high:
@@ -164,12 +163,12 @@ def test_start_ride_refuses_a_malformed_payment_method_and_starts_nothing(
         (
             "payment",
             "handled_commands",
-            "INSERT INTO handled_commands (message_id, reply, handled_at) VALUES (%s, '', now() - %s)",
+            "INSERT INTO handled_commands (message_id, handled_at) VALUES (%s, now() - %s)",
         ),
         (
             "driver",
             "handled_commands",
-            "INSERT INTO handled_commands (message_id, reply, handled_at) VALUES (%s, '', now() - %s)",
+            "INSERT INTO handled_commands (message_id, handled_at) VALUES (%s, now() - %s)",
         ),
         (
             "payment",

@@ -3,6 +3,7 @@ import random
 import time
 from typing import Any
 
+import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -215,6 +216,61 @@ async def _broken_probe_then_a_call(config: BreakerConfig) -> tuple[str, State]:
 def test_a_probe_that_fails_without_an_rpc_error_lets_the_next_call_probe() -> None:
     config = BreakerConfig(window=10, minimum_calls=5, open_seconds=5.0, half_open_probes=1)
     assert asyncio.run(_broken_probe_then_a_call(config)) == ("reply to next", State.CLOSED)
+
+
+ANSWERS = [code for code in grpc.StatusCode if code != grpc.StatusCode.OK]
+
+
+def _failing(code: grpc.StatusCode, times: int) -> tuple[Any, list[Any]]:
+    """A method that fails `times` times with `code`, then answers; and its calls."""
+    calls: list[Any] = []
+
+    async def method(request: Any, *, timeout: float) -> str:
+        calls.append(request)
+        if len(calls) <= times:
+            raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=code.name)
+        return "answer"
+
+    return method, calls
+
+
+async def _attempts(code: grpc.StatusCode) -> int:
+    method, calls = _failing(code, times=1)
+    psp = Downstream("payment->psp", backoff=Backoff(base_seconds=0.001, cap_seconds=0.001))
+    try:
+        await psp.call(method, "authorize", deadline_seconds=5.0, idempotent=True)
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == code
+    return len(calls)
+
+
+@pytest.mark.parametrize("code", ANSWERS, ids=lambda code: code.name)
+def test_an_idempotent_call_is_retried_at_once_only_when_the_callee_turned_it_away(code: grpc.StatusCode) -> None:
+    retried = code in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
+    assert asyncio.run(_attempts(code)) == (2 if retried else 1)
+
+
+async def _probe_fails_with(code: grpc.StatusCode) -> State:
+    config = BreakerConfig(window=10, minimum_calls=5, open_seconds=5.0, half_open_probes=1)
+    psp = Downstream("payment->psp", breaker=config)
+    for _ in range(config.minimum_calls):  # opened long enough ago that the next call probes
+        psp.breaker.record(failed=True, seconds=0.1, now=time.monotonic() - config.open_seconds)
+    method, _ = _failing(code, times=1)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await psp.call(method, "authorize", deadline_seconds=5.0, idempotent=False)
+    return psp.breaker.state
+
+
+@pytest.mark.parametrize("code", ANSWERS, ids=lambda code: code.name)
+def test_the_breaker_counts_what_says_the_callee_is_unhealthy(code: grpc.StatusCode) -> None:
+    unhealthy = {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+    assert asyncio.run(_probe_fails_with(code)) == (State.OPEN if code in unhealthy else State.CLOSED)
 
 
 @given(st.integers(0, 30), st.integers(0, 2**32))

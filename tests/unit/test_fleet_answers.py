@@ -9,7 +9,7 @@ import random
 import grpc
 import pytest
 
-from services.blocks.retry import Backoff
+from services.blocks.retry import TRANSIENT_CODES, Backoff
 from services.fleet import main as fleet
 
 
@@ -40,6 +40,13 @@ def test_an_answer_is_sent_again_until_the_driver_service_is_back() -> None:
     down = Service(grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
     asyncio.run(fleet._until_answered(down, random.Random(1)))
     assert down.calls == 4
+
+
+@pytest.mark.parametrize("code", sorted(TRANSIENT_CODES, key=str), ids=str)
+def test_every_not_now_answer_is_sent_again(code: grpc.StatusCode) -> None:
+    once = Service(code)
+    asyncio.run(fleet._until_answered(once, random.Random(1)))
+    assert once.calls == 2
 
 
 def test_a_refusal_is_final() -> None:

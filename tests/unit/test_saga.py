@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.runtime.messages import PAYMENT_REJECTED
-from services.trip import saga
+from services.trip import compensations, saga
 from services.trip.saga import (
     AuthorizePayment,
     CancelRequested,
@@ -135,7 +135,7 @@ def test_giving_up_after_a_declined_last_offer_releases_the_driver_before_voidin
     for last in (DriverDeclined("d9", 11, saga.MAX_MATCH_ATTEMPTS, "declined"), StepTimedOut("OFFERED", 8)):
         given_up, commands = run(ride, last)
         assert (given_up.state, given_up.outcome) == (State.COMPENSATING, "no_driver")
-        assert given_up.compensations == (saga.RELEASE, saga.VOID)
+        assert given_up.compensations == (compensations.RELEASE, compensations.VOID)
         assert commands == [ReleaseDriver("d9", 11)]
         done, commands = run(given_up, saga.DriverReleased("d9"))
         assert done.state == State.COMPENSATING and commands == [VoidPayment("h1")]
@@ -185,7 +185,13 @@ def test_timeouts_resend_the_same_command() -> None:
 def test_every_state_with_a_deadline_handles_its_timeout() -> None:
     for state in saga.STEP_TIMEOUT_MS:
         ride = dataclasses.replace(
-            RIDE, state=state, hold_id="h1", driver_id="d1", fence=7, match_attempt=1, compensations=(saga.VOID,)
+            RIDE,
+            state=state,
+            hold_id="h1",
+            driver_id="d1",
+            fence=7,
+            match_attempt=1,
+            compensations=(compensations.VOID,),
         )
         decision = saga.decide(ride, StepTimedOut(state.value, 1), NOW)
         assert decision.log and decision.log[0].step != "ignored", state

@@ -1,4 +1,4 @@
--- The trip service is the ride's system of record (SPEC section 3): one row per ride
+-- The trip service is the ride's system of record (docs/saga.md): one row per ride
 -- holding its saga state, the saga log, and the ids of the messages already handled.
 CREATE TABLE rides (
     ride_id          uuid PRIMARY KEY,
