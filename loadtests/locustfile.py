@@ -13,7 +13,6 @@ whole process, no per-request state kept after it is reported."""
 
 from __future__ import annotations
 
-import os
 import random
 import secrets
 import time
@@ -27,10 +26,10 @@ from grpc.experimental import gevent as grpc_gevent
 from locust import User, between, task
 from locust.env import Environment
 
+from loadtests import config
 from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
-from services.runtime.topology import service
 
 grpc_gevent.init_gevent()
 
@@ -94,8 +93,9 @@ _channels: dict[str, grpc.Channel] = {}
 def channel(name: str, environment: Environment) -> grpc.Channel:
     """One channel per target for the whole load generator (shared by every user)."""
     if name not in _channels:
-        target = os.environ.get(f"RIDESAGA_{name.upper()}_TARGET", f"127.0.0.1:{service(name).ingress_port}")
-        _channels[name] = grpc.intercept_channel(grpc.insecure_channel(target), LocustInterceptor(environment))
+        _channels[name] = grpc.intercept_channel(
+            grpc.insecure_channel(config.target(name)), LocustInterceptor(environment)
+        )
     return _channels[name]
 
 
@@ -159,7 +159,7 @@ class Rider(User):
 
 
 class Driver(User):
-    fixed_count = int(os.environ.get("RIDESAGA_LOAD_DRIVERS", "5"))
+    fixed_count = config.load_drivers()
     wait_time = between(0.1, 0.5)
 
     def on_start(self) -> None:
