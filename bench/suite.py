@@ -33,15 +33,15 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from bench.tracing import RideNotEnded, book_and_follow
+from bench.tracing import RideNotEnded, bench_client, book_and_follow
 from deploy.local import lifecycle
 from deploy.local.stack import INSTANT
 from drills import checker
 from drills.stats import percentile
 from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
-from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from services.blocks.exactly_once import new_transactional_producer
 from services.blocks.fencing import FencedLock
+from services.rider.client import AsyncRiderClient
 from services.runtime.topology import INFRA, service
 
 BENCH_TOPIC = "ridesaga.bench"
@@ -145,11 +145,11 @@ async def _lock_round_trips(n: int) -> Sample:
     return Sample("redis_lock", found)
 
 
-async def _ride(stub: rider_pb2_grpc.RiderServiceAsyncStub, rider_id: str) -> tuple[str, float]:
+async def _ride(client: AsyncRiderClient, rider_id: str) -> tuple[str, float]:
     """(terminal state, or what ended the attempt; the client's milliseconds)."""
     started = time.perf_counter()
     try:
-        ride, ms = await book_and_follow(stub, rider_id)
+        ride, ms = await book_and_follow(client, rider_id)
     except grpc.aio.AioRpcError as error:  # overload shows as errors: counted, not fatal
         return error.code().name, (time.perf_counter() - started) * 1000
     except RideNotEnded:
@@ -157,22 +157,19 @@ async def _ride(stub: rider_pb2_grpc.RiderServiceAsyncStub, rider_id: str) -> tu
     return ride.state, ms
 
 
-async def _riders(stub: rider_pb2_grpc.RiderServiceAsyncStub, n: int) -> list[str]:
-    return [
-        (await stub.CreateRider(rider_pb2.CreateRiderRequest(name=f"bench {i}"), timeout=10)).rider_id for i in range(n)
-    ]
+async def _riders(client: AsyncRiderClient, n: int) -> list[str]:
+    return [(await client.create_rider(f"bench {i}")).rider_id for i in range(n)]
 
 
 async def _open_loop(rate: float, seconds: float) -> dict[str, Any]:
     """A new ride every 1/rate seconds for `seconds`, each by a rider of its own."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{service('rider').ingress_port}") as channel:
-        stub = rider_pb2_grpc.RiderServiceStub(channel)
-        riders = await _riders(stub, int(rate * seconds))
+    async with bench_client() as client:
+        riders = await _riders(client, int(rate * seconds))
         started = time.monotonic()
         tasks = []
         for i, rider_id in enumerate(riders):
             await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
-            tasks.append(asyncio.create_task(_ride(stub, rider_id)))
+            tasks.append(asyncio.create_task(_ride(client, rider_id)))
         outcomes = await asyncio.gather(*tasks)
         wall = time.monotonic() - started
     completed = [ms for state, ms in outcomes if state == "COMPLETED"]
@@ -190,15 +187,14 @@ async def _open_loop(rate: float, seconds: float) -> dict[str, Any]:
 
 async def _closed_loop(concurrency: int, seconds: float) -> dict[str, Any]:
     """`concurrency` riders book back to back for `seconds`: the saturation throughput."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{service('rider').ingress_port}") as channel:
-        stub = rider_pb2_grpc.RiderServiceStub(channel)
-        riders = await _riders(stub, concurrency)
+    async with bench_client() as client:
+        riders = await _riders(client, concurrency)
         latencies: list[float] = []
         started = time.monotonic()
 
         async def worker(rider_id: str) -> None:
             while time.monotonic() - started < seconds:
-                state, ms = await _ride(stub, rider_id)
+                state, ms = await _ride(client, rider_id)
                 if state == "COMPLETED":
                     latencies.append(ms)
 

@@ -11,22 +11,17 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
-
-import grpc
 
 from deploy.local import lifecycle
 from deploy.local.stack import INSTANT
 from drills.stats import percentile
-from ridesaga.common.v1 import common_pb2
-from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.trip.v1 import trip_pb2
-from services.runtime.topology import service
+from services.rider.client import ONCE, AsyncRiderClient
 
-PICKUP = common_pb2.LatLng(lat=37.7793, lng=-122.4193)
-DROPOFF = common_pb2.LatLng(lat=37.8080, lng=-122.4177)
+PICKUP = (37.7793, -122.4193)
+DROPOFF = (37.8080, -122.4177)
 
 
 @dataclass(frozen=True)
@@ -52,40 +47,36 @@ class Result:
         }
 
 
-async def book_and_follow(stub: rider_pb2_grpc.RiderServiceAsyncStub, rider_id: str) -> tuple[trip_pb2.Ride, float]:
+def bench_client() -> AsyncRiderClient:
+    """No retries: under overload the failures are what the benchmark counts."""
+    return AsyncRiderClient(retry=ONCE)
+
+
+async def book_and_follow(client: AsyncRiderClient, rider_id: str) -> tuple[trip_pb2.Ride, float]:
     """Requests a ride and follows it to its end: its last view and the client's milliseconds.
     Raises RideNotEnded if it is not terminal within 120 s."""
     started = time.perf_counter()
-    reply = await stub.RequestRide(
-        rider_pb2.RequestRideRequest(
-            rider_id=rider_id, pickup=PICKUP, dropoff=DROPOFF, idempotency_key=str(uuid.uuid4())
-        ),
-        timeout=10,
-    )
-    async for ride in stub.WatchRide(rider_pb2.RideRef(ride_id=reply.ride_id), timeout=120):
-        if ride.terminal:
-            return ride, (time.perf_counter() - started) * 1000
-    raise RideNotEnded(f"ride {reply.ride_id} did not end")
+    booked = await client.book(rider_id, PICKUP, DROPOFF)
+    followed = await client.follow(booked.ride_id, 120)
+    if followed.ride is None or not followed.terminal:
+        raise RideNotEnded(f"ride {booked.ride_id} did not end")
+    return followed.ride, (time.perf_counter() - started) * 1000
 
 
 class RideNotEnded(Exception):
     pass
 
 
-async def _one(stub: rider_pb2_grpc.RiderServiceAsyncStub, rider_id: str) -> tuple[str, float]:
+async def _one(client: AsyncRiderClient, rider_id: str) -> tuple[str, float]:
     """The ride's state and the saga's own duration (first step to last, server clock)."""
-    ride, _ = await book_and_follow(stub, rider_id)
+    ride, _ = await book_and_follow(client, rider_id)
     steps = ride.steps
     return ride.state, float(steps[-1].at_ms - steps[0].at_ms) if steps else 0.0
 
 
 async def _batch(label: str, rides: int, concurrency: int) -> Result:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{service('rider').ingress_port}") as channel:
-        stub = rider_pb2_grpc.RiderServiceStub(channel)
-        riders = [
-            (await stub.CreateRider(rider_pb2.CreateRiderRequest(name=f"bench {i}"), timeout=10)).rider_id
-            for i in range(concurrency)
-        ]
+    async with bench_client() as client:
+        riders = [(await client.create_rider(f"bench {i}")).rider_id for i in range(concurrency)]
         queue: asyncio.Queue[int] = asyncio.Queue()
         for n in range(rides):
             queue.put_nowait(n)
@@ -95,7 +86,7 @@ async def _batch(label: str, rides: int, concurrency: int) -> Result:
             # One rider per worker: a rider has at most one live ride.
             while not queue.empty():
                 queue.get_nowait()
-                outcomes.append(await _one(stub, rider_id))
+                outcomes.append(await _one(client, rider_id))
 
         started = time.monotonic()
         await asyncio.gather(*(worker(r) for r in riders))

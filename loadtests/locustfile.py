@@ -16,7 +16,6 @@ from __future__ import annotations
 import random
 import secrets
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, cast
 
@@ -27,9 +26,9 @@ from locust import User, between, task
 from locust.env import Environment
 
 from loadtests import config
-from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
-from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
+from ridesaga.rider.v1 import rider_pb2_grpc
+from services.rider.client import ONCE, Place, RiderClient, latlng
 
 grpc_gevent.init_gevent()
 
@@ -99,13 +98,8 @@ def channel(name: str, environment: Environment) -> grpc.Channel:
     return _channels[name]
 
 
-def _traced() -> tuple[tuple[str, str], ...]:
-    """A new trace for one ride: its calls share the trace id (new span id each call)."""
-    return (("traceparent", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"),)
-
-
-def _near(point: tuple[float, float], rng: random.Random) -> common_pb2.LatLng:
-    return common_pb2.LatLng(lat=point[0] + rng.uniform(-0.01, 0.01), lng=point[1] + rng.uniform(-0.01, 0.01))
+def _near(point: Place, rng: random.Random) -> Place:
+    return point[0] + rng.uniform(-0.01, 0.01), point[1] + rng.uniform(-0.01, 0.01)
 
 
 class Rider(User):
@@ -114,32 +108,27 @@ class Rider(User):
 
     def on_start(self) -> None:
         self.rng = random.Random()
-        self.stub = rider_pb2_grpc.RiderServiceStub(channel("rider", self.environment))
-        reply = self.stub.CreateRider(rider_pb2.CreateRiderRequest(name="locust rider"), timeout=CALL_TIMEOUT_SECONDS)
-        self.rider_id = reply.rider_id
+        # One attempt per call: the interceptor reports each failure as it comes.
+        self.client = RiderClient(stub=rider_pb2_grpc.RiderServiceStub(channel("rider", self.environment)), retry=ONCE)
+        self.rider_id = self.client.create_rider("locust rider").rider_id
 
     @task
     def ride(self) -> None:
-        trace = _traced()
+        trace_id = secrets.token_hex(16)  # the ride's calls share one trace (a new span id each call)
         started = time.perf_counter()
-        request = rider_pb2.RequestRideRequest(
-            rider_id=self.rider_id,
-            pickup=_near(DOWNTOWN, self.rng),
-            dropoff=_near(WHARF, self.rng),
-            idempotency_key=str(uuid.uuid4()),
-        )
         try:
-            ride_id = self.stub.RequestRide(request, timeout=CALL_TIMEOUT_SECONDS, metadata=trace).ride_id
+            booked = self.client.book(
+                self.rider_id, _near(DOWNTOWN, self.rng), _near(WHARF, self.rng), trace_id=trace_id
+            )
         except grpc.RpcError:
             return  # reported by the interceptor
+        ride_id = booked.ride_id
         state, error = "", None
         deadline = time.monotonic() + RIDE_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             gevent.sleep(POLL_SECONDS)
             try:
-                ride = self.stub.GetRide(
-                    rider_pb2.RideRef(ride_id=ride_id), timeout=CALL_TIMEOUT_SECONDS, metadata=trace
-                )
+                ride = self.client.get_ride(ride_id, trace_id=trace_id)
             except grpc.RpcError:
                 continue  # reported; keep following
             if ride.terminal:
@@ -166,7 +155,7 @@ class Driver(User):
         self.rng = random.Random()
         self.stub = driver_pb2_grpc.DriverServiceStub(channel("driver", self.environment))
         reply = self.stub.RegisterDriver(
-            driver_pb2.RegisterDriverRequest(name="locust driver", location=_near(DOWNTOWN, self.rng)),
+            driver_pb2.RegisterDriverRequest(name="locust driver", location=latlng(_near(DOWNTOWN, self.rng))),
             timeout=CALL_TIMEOUT_SECONDS,
         )
         self.driver_id = reply.driver_id
@@ -178,7 +167,7 @@ class Driver(User):
     def _beats(self) -> Iterator[driver_pb2.Heartbeat]:
         while True:
             yield driver_pb2.Heartbeat(
-                driver_id=self.driver_id, location=_near(DOWNTOWN, self.rng), sent_at_ms=int(time.time() * 1000)
+                driver_id=self.driver_id, location=latlng(_near(DOWNTOWN, self.rng)), sent_at_ms=int(time.time() * 1000)
             )
             gevent.sleep(1.0)
 

@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from deploy.local import environment, lifecycle, paths
 from deploy.local.errors import StackError
 from ridectl import rides
 
-SAN_FRANCISCO_DEMO = ("37.7793,-122.4193", "37.8080,-122.4177")  # City Hall to Fisherman's Wharf
+SAN_FRANCISCO_DEMO = ((37.7793, -122.4193), (37.8080, -122.4177))  # City Hall to Fisherman's Wharf
 
 
 def _breakers() -> dict[str, object]:
@@ -101,34 +100,23 @@ def _check(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     """Books one ride, waits for it, and prints its saga timeline and trace id."""
     pickup, dropoff = SAN_FRANCISCO_DEMO
-    with rides.rider_stub() as stub:
-        from ridesaga.rider.v1 import rider_pb2
-
-        rider = stub.CreateRider(rider_pb2.CreateRiderRequest(name="Demo Rider"), timeout=rides.CALL_TIMEOUT_SECONDS)
-        requested = stub.RequestRide(
-            rider_pb2.RequestRideRequest(
-                rider_id=rider.rider_id,
-                pickup=rides.latlng("pickup", pickup),
-                dropoff=rides.latlng("dropoff", dropoff),
-                idempotency_key=str(uuid.uuid4()),
-            ),
-            timeout=rides.CALL_TIMEOUT_SECONDS,
-        )
-        print(f"ridectl: booked ride {requested.ride_id} for rider {rider.rider_id}; waiting for it", file=sys.stderr)
-        ride = rides.wait_terminal(stub, requested.ride_id, args.timeout)
-    if ride is None:
-        rides.fail(False, "DEADLINE_EXCEEDED", f"ride {requested.ride_id} did not finish within {args.timeout}s")
+    with rides.rider_client() as client:
+        rider = client.create_rider("Demo Rider")
+        booked = client.book(rider.rider_id, pickup, dropoff)
+        print(f"ridectl: booked ride {booked.ride_id} for rider {rider.rider_id}; waiting for it", file=sys.stderr)
+        followed = client.follow(booked.ride_id, args.timeout)
+    if followed.ride is None or not followed.terminal:
+        rides.fail(False, "DEADLINE_EXCEEDED", f"ride {booked.ride_id} did not finish within {args.timeout}s")
         return 1
-    rides.print_ride(ride, args.json)
-    return 0 if ride.state == "COMPLETED" else 1
+    rides.print_ride(followed.ride, args.json)
+    return 0 if followed.ride.state == "COMPLETED" else 1
 
 
 def _trace(args: argparse.Namespace) -> int:
     from ridectl import trace
-    from ridesaga.rider.v1 import rider_pb2
 
-    with rides.rider_stub() as stub:
-        ride = stub.GetRide(rider_pb2.RideRef(ride_id=args.ride_id), timeout=rides.CALL_TIMEOUT_SECONDS)
+    with rides.rider_client() as client:
+        ride = client.get_ride(args.ride_id)
     try:
         spans = trace.fetch(ride.trace_id)
     except trace.TraceNotFound as error:

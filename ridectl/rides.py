@@ -7,39 +7,31 @@ import argparse
 import json
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 
-from ridesaga.common.v1 import common_pb2
-from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.trip.v1 import trip_pb2
-from services.runtime.topology import service
+from services.blocks.retry import Backoff
+from services.rider.client import Place, Retry, RiderClient, parse_latlng
 
-CALL_TIMEOUT_SECONDS = 10.0
+# A command retries a blip for a few seconds, then says what failed.
+RETRY = Retry(give_up_after_seconds=5.0, backoff=Backoff(base_seconds=0.1, cap_seconds=1.0))
 
 
 class UsageError(Exception):
     """A bad command-line value; the message is the one line the user sees."""
 
 
-@contextmanager
-def rider_stub() -> Iterator[rider_pb2_grpc.RiderServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{service('rider').ingress_port}") as channel:
-        yield rider_pb2_grpc.RiderServiceStub(channel)
+def rider_client() -> RiderClient:
+    return RiderClient(retry=RETRY)
 
 
-def latlng(flag: str, text: str) -> common_pb2.LatLng:
-    parts = text.split(",")
+def place(flag: str, text: str) -> Place:
     try:
-        lat, lng = (float(p) for p in parts)
-    except ValueError:
-        raise UsageError(f"{flag} must be LAT,LNG (e.g. 37.7749,-122.4194), got {text!r}") from None
-    return common_pb2.LatLng(lat=lat, lng=lng)
+        return parse_latlng(flag, text)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def ride_dict(ride: trip_pb2.Ride) -> dict[str, Any]:
@@ -76,10 +68,8 @@ def print_ride(ride: trip_pb2.Ride, as_json: bool) -> None:
 
 
 def rider_create(args: argparse.Namespace) -> int:
-    with rider_stub() as stub:
-        rider = stub.CreateRider(
-            rider_pb2.CreateRiderRequest(name=args.name, payment_method=args.card or ""), timeout=CALL_TIMEOUT_SECONDS
-        )
+    with rider_client() as client:
+        rider = client.create_rider(args.name, args.card or "")
     if args.json:
         print(json.dumps({"rider_id": rider.rider_id, "name": rider.name, "payment_method": rider.payment_method}))
     else:
@@ -88,57 +78,37 @@ def rider_create(args: argparse.Namespace) -> int:
 
 
 def ride_request(args: argparse.Namespace) -> int:
-    request = rider_pb2.RequestRideRequest(
-        rider_id=args.rider,
-        pickup=latlng("--pickup", args.pickup),
-        dropoff=latlng("--dropoff", args.dropoff),
-        idempotency_key=args.idempotency_key or str(uuid.uuid4()),
-    )
-    with rider_stub() as stub:
-        reply = stub.RequestRide(request, timeout=CALL_TIMEOUT_SECONDS)
+    pickup, dropoff = place("--pickup", args.pickup), place("--dropoff", args.dropoff)
+    with rider_client() as client:
+        booked = client.book(args.rider, pickup, dropoff, key=args.idempotency_key)
     if args.json:
-        print(json.dumps({"ride_id": reply.ride_id, "state": reply.state, "idempotency_key": request.idempotency_key}))
+        print(json.dumps({"ride_id": booked.ride_id, "state": booked.state, "idempotency_key": booked.key}))
     else:
-        print(f"{reply.ride_id} {reply.state}")
+        print(f"{booked.ride_id} {booked.state}")
     return 0
 
 
 def ride_show(args: argparse.Namespace) -> int:
-    with rider_stub() as stub:
-        ride = stub.GetRide(rider_pb2.RideRef(ride_id=args.ride_id), timeout=CALL_TIMEOUT_SECONDS)
+    with rider_client() as client:
+        ride = client.get_ride(args.ride_id)
     print_ride(ride, args.json)
     return 0
 
 
-def wait_terminal(stub: rider_pb2_grpc.RiderServiceStub, ride_id: str, timeout: float) -> trip_pb2.Ride | None:
-    """Follows the ride's WatchRide stream until it is terminal or the time is up."""
-    deadline = time.monotonic() + timeout
-    last: trip_pb2.Ride | None = None
-    try:
-        for ride in stub.WatchRide(rider_pb2.RideRef(ride_id=ride_id), timeout=timeout):
-            last = ride
-            if ride.terminal:
-                return ride
-    except grpc.RpcError as error:
-        if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED or time.monotonic() < deadline - 0.5:
-            raise
-    return None if last is None or not last.terminal else last
-
-
 def ride_wait(args: argparse.Namespace) -> int:
-    with rider_stub() as stub:
-        ride = wait_terminal(stub, args.ride_id, args.timeout)
-        if ride is None:
-            current = stub.GetRide(rider_pb2.RideRef(ride_id=args.ride_id), timeout=CALL_TIMEOUT_SECONDS)
+    with rider_client() as client:
+        followed = client.follow(args.ride_id, args.timeout)
+        if followed.ride is None or not followed.terminal:
+            current = followed.ride or client.get_ride(args.ride_id)
             fail(args.json, "DEADLINE_EXCEEDED", f"ride {args.ride_id} is still {current.state} after {args.timeout}s")
             return 1
-    print_ride(ride, args.json)
+    print_ride(followed.ride, args.json)
     return 0
 
 
 def ride_watch(args: argparse.Namespace) -> int:
-    with rider_stub() as stub:
-        for ride in stub.WatchRide(rider_pb2.RideRef(ride_id=args.ride_id)):
+    with rider_client() as client:
+        for ride in client.watch(args.ride_id):
             if args.json:
                 print(json.dumps({"ride_id": ride.ride_id, "state": ride.state, "terminal": ride.terminal}), flush=True)
             else:
@@ -147,8 +117,8 @@ def ride_watch(args: argparse.Namespace) -> int:
 
 
 def ride_cancel(args: argparse.Namespace) -> int:
-    with rider_stub() as stub:
-        ride = stub.CancelRide(rider_pb2.RideRef(ride_id=args.ride_id), timeout=CALL_TIMEOUT_SECONDS)
+    with rider_client() as client:
+        ride = client.cancel(args.ride_id)
     if args.json:
         print(json.dumps({"ride_id": ride.ride_id, "state": ride.state}))
     else:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from deploy.local import paths
+from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
+from services.rider.client import ONCE, RiderClient
 from services.runtime.topology import service
 
 T = TypeVar("T")
+DOWNTOWN, WHARF = (37.7793, -122.4193), (37.8080, -122.4177)
 
 
 def status_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
@@ -83,25 +85,14 @@ def db_rows(dbname: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[A
         return conn.execute(sql.encode(), params).fetchall()
 
 
-def request_ride(stub: Any, rider_id: str) -> Any:
-    """RequestRide from downtown to the wharf under a fresh idempotency key (sync stub)."""
-    from ridesaga.common.v1 import common_pb2
-    from ridesaga.rider.v1 import rider_pb2
-
-    return stub.RequestRide(
-        rider_pb2.RequestRideRequest(
-            rider_id=rider_id,
-            pickup=common_pb2.LatLng(lat=37.7793, lng=-122.4193),
-            dropoff=common_pb2.LatLng(lat=37.8080, lng=-122.4177),
-            idempotency_key=str(uuid.uuid4()),
-        ),
-        timeout=10,
-    )
+def request_ride(stub: rider_pb2_grpc.RiderServiceStub, rider_id: str) -> rider_pb2.RideRequested:
+    """RequestRide from downtown to the wharf under a fresh idempotency key: one attempt,
+    its refusal raised (the rate-limit test counts them)."""
+    booked = RiderClient(stub=stub, retry=ONCE).book(rider_id, DOWNTOWN, WHARF)
+    return rider_pb2.RideRequested(ride_id=booked.ride_id, state=booked.state)
 
 
-def book_ride(stub: Any, name: str) -> Any:
+def book_ride(stub: rider_pb2_grpc.RiderServiceStub, name: str) -> rider_pb2.RideRequested:
     """A new rider called `name` and one ride requested for them."""
-    from ridesaga.rider.v1 import rider_pb2
-
-    rider = stub.CreateRider(rider_pb2.CreateRiderRequest(name=name), timeout=10)
+    rider = RiderClient(stub=stub, retry=ONCE).create_rider(name)
     return request_ride(stub, rider.rider_id)

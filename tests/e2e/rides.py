@@ -1,39 +1,34 @@
-"""Booking rides from tests: asyncio clients of rider's public address, with retries
-under the same idempotency key (what a real client does when a call fails)."""
+"""Booking rides from the tests that share a channel and a mutable `Booking`: a thin shim
+over services/rider/client.py (one attempt's key kept across retries, a broken watch
+resumed), patient enough for a stack whose services are being killed."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, field
 
 import grpc
 
-from ridesaga.common.v1 import common_pb2
-from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
-from services.runtime.topology import service
+from ridesaga.rider.v1 import rider_pb2_grpc
+from services.blocks.retry import Backoff
+from services.rider.client import RETRYABLE_CODES, AsyncRiderClient, Place, Retry, rider_address
+from tests.support import ride_story
 
 DOWNTOWN = (37.7793, -122.4193)
 WHARF = (37.8080, -122.4177)
 LOS_ANGELES = (34.0522, -118.2437)  # no driver there
-CALL_TIMEOUT = 10.0
-# INTERNAL: Envoy resets a stream whose upstream died mid-call; with an idempotency key a
-# retry is safe whatever happened.
-RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,  # rate limited: wait and retry
-}
-
-
-def latlng(point: tuple[float, float]) -> common_pb2.LatLng:
-    return common_pb2.LatLng(lat=point[0], lng=point[1])
+# The client's own retryable codes, named as the tests that import them know them.
+RETRYABLE = RETRYABLE_CODES
+# Through a service's crash and restart: about two minutes of retries.
+PATIENT = Retry(give_up_after_seconds=120.0, backoff=Backoff(base_seconds=0.2, cap_seconds=2.0))
 
 
 def channel() -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(f"127.0.0.1:{service('rider').ingress_port}")
+    return grpc.aio.insecure_channel(rider_address())
+
+
+def _client(stub: rider_pb2_grpc.RiderServiceAsyncStub) -> AsyncRiderClient:
+    return AsyncRiderClient(stub=stub, retry=PATIENT)
 
 
 @dataclass
@@ -48,58 +43,28 @@ class Booking:
 
 
 async def create_rider(stub: rider_pb2_grpc.RiderServiceAsyncStub, name: str, card: str = "") -> str:
-    for _ in range(30):
-        try:
-            rider = await stub.CreateRider(
-                rider_pb2.CreateRiderRequest(name=name, payment_method=card), timeout=CALL_TIMEOUT
-            )
-            return rider.rider_id
-        except grpc.aio.AioRpcError as error:
-            if error.code() not in RETRYABLE:
-                raise
-            await asyncio.sleep(0.5)
-    raise AssertionError("could not create a rider")
+    return (await _client(stub).create_rider(name, card)).rider_id
 
 
 async def book(
-    stub: rider_pb2_grpc.RiderServiceAsyncStub,
-    booking: Booking,
-    pickup: tuple[float, float] = DOWNTOWN,
-    dropoff: tuple[float, float] = WHARF,
-    max_attempts: int = 60,
+    stub: rider_pb2_grpc.RiderServiceAsyncStub, booking: Booking, pickup: Place = DOWNTOWN, dropoff: Place = WHARF
 ) -> Booking:
-    """Requests the ride, retrying transient failures with the same idempotency key."""
-    request = rider_pb2.RequestRideRequest(
-        rider_id=booking.rider_id, pickup=latlng(pickup), dropoff=latlng(dropoff), idempotency_key=booking.key
-    )
-    while booking.attempts < max_attempts:
-        booking.attempts += 1
-        try:
-            reply = await stub.RequestRide(request, timeout=CALL_TIMEOUT)
-            booking.ride_id, booking.state = reply.ride_id, reply.state
-            return booking
-        except grpc.aio.AioRpcError as error:
-            booking.errors.append(error.code().name)
-            if error.code() not in RETRYABLE:
-                raise
-            await asyncio.sleep(min(2.0, 0.2 * booking.attempts))
-    raise AssertionError(f"ride request failed {max_attempts} times: {booking.errors[-5:]}")
+    """Requests the ride, retrying transient failures with the booking's key."""
+    booked = await _client(stub).book(booking.rider_id, pickup, dropoff, key=booking.key)
+    booking.ride_id, booking.state = booked.ride_id, booked.state
+    booking.attempts, booking.errors = booked.attempts, list(booked.errors)
+    return booking
 
 
 async def settle(stub: rider_pb2_grpc.RiderServiceAsyncStub, booking: Booking, timeout: float) -> Booking:
-    """Waits (following the ride's WatchRide stream, reconnecting if it breaks) until terminal."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        try:
-            async for ride in stub.WatchRide(
-                rider_pb2.RideRef(ride_id=booking.ride_id), timeout=deadline - loop.time()
-            ):
-                booking.state, booking.outcome = ride.state, ride.outcome
-                if ride.terminal:
-                    return booking
-        except grpc.aio.AioRpcError as error:
-            if error.code() not in RETRYABLE:
-                raise
-            await asyncio.sleep(0.5)
-    raise AssertionError(f"ride {booking.ride_id} still {booking.state} after {timeout}s")
+    """Follows the ride (resuming its watch if it breaks) until terminal; fails after `timeout`."""
+    followed = await _client(stub).follow(booking.ride_id, timeout)
+    if followed.ride is not None:
+        booking.state, booking.outcome = followed.ride.state, followed.ride.outcome
+    if not followed.terminal:
+        # The database's account too: a ride stuck in the saga and a watch that stopped
+        # delivering look the same from here.
+        raise AssertionError(
+            f"ride {booking.ride_id} still {booking.state} after {timeout}s (as watched)\n{ride_story(booking.ride_id)}"
+        )
+    return booking
