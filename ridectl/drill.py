@@ -78,6 +78,19 @@ def run(args: argparse.Namespace) -> int:
     return 0 if verdict["valid"] else 1
 
 
+def _why(verdict: dict[str, Any]) -> str:
+    """One line saying what made a drill invalid: each violated or stuck property with its
+    count and first example, the failed checks, and where the outcomes stood."""
+    parts = [
+        f"{kind} {name}: {len(found)} e.g. {str(found[:1])[:160]}"
+        for kind in ("violations", "stuck")
+        for name, found in verdict.get(kind, {}).items()
+    ]
+    parts += [f"check failed: {name}" for name, ok in verdict.get("checks", {}).items() if not ok]
+    parts.append(f"outcomes {verdict.get('outcomes')}, in flight {verdict.get('in_flight')}")
+    return "; ".join(parts)
+
+
 def suite(args: argparse.Namespace) -> int:
     """Every scenario of `drill list`, one after another; an index of their verdicts."""
     from drills import scenarios
@@ -99,6 +112,8 @@ def suite(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        if not verdict["valid"]:
+            print(f"ridectl: drill {name}: why: {_why(verdict)}", file=sys.stderr, flush=True)
     total = round(time.monotonic() - started, 1)
     rows = [
         f"| [{v['scenario']}]({v['scenario']}/summary.md) | {'valid' if v['valid'] else '**INVALID**'} | {v['rides']}"

@@ -9,6 +9,15 @@ rc=0
 export RIDESAGA_RUN_DIR="${RIDESAGA_TEST_RUN_DIR:-/tmp/ridesaga-test}"
 
 teardown() { "$VENV/bin/ridectl" down || rc=1; }
+# After a failed tier: the stack's state and each saga process's last warnings, short,
+# since CI keeps only the output (the logs go with the machine).
+diagnose() {
+  echo "test: diagnosis after a failure"
+  "$VENV/bin/ridectl" status 2>&1 | grep -v " up " | head -20
+  for log in trip trip-sweeper-1 trip-sweeper-2 driver payment; do
+    grep -h '"level": "\(warning\|error\)"' "$RIDESAGA_RUN_DIR/logs/$log.log" 2>/dev/null | tail -4 | cut -c1-240 | sed "s/^/  $log: /"
+  done
+}
 
 echo "test: lint (ruff, mypy) and generated-stub check"
 "$VENV/bin/ruff" check . || rc=1
@@ -26,7 +35,7 @@ if ! "$VENV/bin/ridectl" up; then
 fi
 
 echo "test: unit, integration and end-to-end tiers"
-"$VENV/bin/pytest" tests/unit tests/integration tests/e2e || rc=1
+"$VENV/bin/pytest" tests/unit tests/integration tests/e2e || { rc=1; diagnose; }
 
 echo "test: lifecycle tier (stops the stack and checks nothing is left)"
 "$VENV/bin/pytest" tests/lifecycle || rc=1
@@ -44,7 +53,7 @@ echo "test: drill tier (make drill: every fault scenario with rides in flight, t
 "$VENV/bin/ridectl" down >/dev/null 2>&1
 rm -rf "$RIDESAGA_RUN_DIR"
 if ZK_NODES=3 "$VENV/bin/ridectl" up; then
-  "$VENV/bin/ridectl" drill suite --report "$RIDESAGA_RUN_DIR/drills" || rc=1
+  "$VENV/bin/ridectl" drill suite --report "$RIDESAGA_RUN_DIR/drills" || { rc=1; diagnose; }
 else
   echo "test: the stack did not come up with ZK_NODES=3; logs are in $RIDESAGA_RUN_DIR/logs" >&2
   rc=1
