@@ -16,7 +16,7 @@ import grpc
 
 from deploy.local import environment, lifecycle, paths
 from deploy.local.errors import StackError
-from ridectl import rides
+from ridectl import lab, rides
 
 SAN_FRANCISCO_DEMO = ((37.7793, -122.4193), (37.8080, -122.4177))  # City Hall to Fisherman's Wharf
 
@@ -219,6 +219,7 @@ def parser() -> argparse.ArgumentParser:
     mesh.add_arguments(fault)
     fault.set_defaults(handler=mesh.faults)
     rides.add_commands(commands)
+    lab.add_commands(commands)
     from ridectl import psp_cmd
 
     psp = commands.add_parser("psp", help="the simulated card processor").add_subparsers(
