@@ -18,10 +18,7 @@ from deploy.local import lifecycle
 from deploy.local.stack import INSTANT
 from drills.stats import percentile
 from ridesaga.trip.v1 import trip_pb2
-from services.rider.client import ONCE, AsyncRiderClient
-
-PICKUP = (37.7793, -122.4193)
-DROPOFF = (37.8080, -122.4177)
+from services.rider.client import DOWNTOWN, ONCE, WHARF, AsyncRiderClient
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,7 @@ async def book_and_follow(client: AsyncRiderClient, rider_id: str) -> tuple[trip
     """Requests a ride and follows it to its end: its last view and the client's milliseconds.
     Raises RideNotEnded if it is not terminal within 120 s."""
     started = time.perf_counter()
-    booked = await client.book(rider_id, PICKUP, DROPOFF)
+    booked = await client.book(rider_id, DOWNTOWN, WHARF)
     followed = await client.follow(booked.ride_id, 120)
     if followed.ride is None or not followed.terminal:
         raise RideNotEnded(f"ride {booked.ride_id} did not end")

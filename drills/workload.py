@@ -26,7 +26,7 @@ import grpc
 from drills.checker import STUCK_BOUND_MS
 from drills.history import FAIL, INFO, INVOKE, OK, History
 from services.blocks.retry import Backoff
-from services.rider.client import ONCE, AsyncRiderClient, Attempt, OnAttempt, Place, Retry, definite
+from services.rider.client import DOWNTOWN, ONCE, WHARF, AsyncRiderClient, Attempt, OnAttempt, Place, Retry, definite
 
 CALL_TIMEOUT_SECONDS = 5.0
 REQUEST_GIVE_UP_SECONDS = 90.0  # a client stops retrying its request after this
@@ -39,7 +39,7 @@ RETRY = Retry(give_up_after_seconds=REQUEST_GIVE_UP_SECONDS, backoff=Backoff(bas
 # rate limit), so its new ride must be accepted within REBOOK_BOUND_SECONDS of giving up.
 REBOOK_PAUSE_SECONDS = 2.0
 REBOOK_BOUND_SECONDS = STUCK_BOUND_MS / 1000 + REBOOK_PAUSE_SECONDS
-NEAR_THE_FLEET: tuple[Place, Place] = ((37.7793, -122.4193), (37.8080, -122.4177))
+NEAR_THE_FLEET: tuple[Place, Place] = (DOWNTOWN, WHARF)
 # Sacramento: some 120 km from the fleet's San Francisco (services/fleet/sim.py), far past
 # the driver service's match radius, so no driver is ever found there.
 NO_DRIVER_NEAR: tuple[Place, Place] = ((38.5816, -121.4944), (38.5556, -121.4689))

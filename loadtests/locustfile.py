@@ -28,15 +28,13 @@ from locust.env import Environment
 from loadtests import config
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
 from ridesaga.rider.v1 import rider_pb2_grpc
-from services.rider.client import ONCE, Place, RiderClient, latlng
+from services.rider.client import DOWNTOWN, ONCE, WHARF, Place, RiderClient, latlng
 
 grpc_gevent.init_gevent()
 
 CALL_TIMEOUT_SECONDS = 10.0
 RIDE_TIMEOUT_SECONDS = 120.0
 POLL_SECONDS = 0.25
-DOWNTOWN = (37.7793, -122.4193)
-WHARF = (37.8080, -122.4177)
 SYNTHETIC_BAGGAGE = ("baggage", "synthetic_request=true")
 
 

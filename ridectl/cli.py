@@ -17,8 +17,7 @@ import grpc
 from deploy.local import environment, lifecycle, paths
 from deploy.local.errors import StackError
 from ridectl import lab, rides
-
-SAN_FRANCISCO_DEMO = ((37.7793, -122.4193), (37.8080, -122.4177))  # City Hall to Fisherman's Wharf
+from services.rider.client import DOWNTOWN, WHARF
 
 
 def _breakers() -> dict[str, object]:
@@ -99,7 +98,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """Books one ride, waits for it, and prints its saga timeline and trace id."""
-    pickup, dropoff = SAN_FRANCISCO_DEMO
+    pickup, dropoff = DOWNTOWN, WHARF
     with rides.rider_client() as client:
         rider = client.create_rider("Demo Rider")
         booked = client.book(rider.rider_id, pickup, dropoff)

@@ -12,11 +12,10 @@ import grpc
 
 from deploy.local import paths
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
-from services.rider.client import ONCE, RiderClient
+from services.rider.client import DOWNTOWN, ONCE, WHARF, RiderClient
 from services.runtime.topology import service
 
 T = TypeVar("T")
-DOWNTOWN, WHARF = (37.7793, -122.4193), (37.8080, -122.4177)
 
 
 def status_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:

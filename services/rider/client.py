@@ -35,6 +35,10 @@ TIME_UP_SLACK_SECONDS = 0.05
 
 BACKOFF = Backoff(base_seconds=0.1, cap_seconds=2.0)
 Place = tuple[float, float]  # (lat, lng)
+# Two places amid the simulated fleet (services/fleet/sim.py): San Francisco's City Hall and
+# Fisherman's Wharf, the ride every demo, drill, benchmark and test books by default.
+DOWNTOWN: Place = (37.7793, -122.4193)
+WHARF: Place = (37.8080, -122.4177)
 Metadata = tuple[tuple[str, str], ...]
 R = TypeVar("R")
 Channel = TypeVar("Channel")

@@ -11,14 +11,10 @@ import grpc
 
 from ridesaga.rider.v1 import rider_pb2_grpc
 from services.blocks.retry import Backoff
-from services.rider.client import RETRYABLE_CODES, AsyncRiderClient, Place, Retry, rider_address
+from services.rider.client import DOWNTOWN, WHARF, AsyncRiderClient, Place, Retry, rider_address
 from tests.support import ride_story
 
-DOWNTOWN = (37.7793, -122.4193)
-WHARF = (37.8080, -122.4177)
 LOS_ANGELES = (34.0522, -118.2437)  # no driver there
-# The client's own retryable codes, named as the tests that import them know them.
-RETRYABLE = RETRYABLE_CODES
 # Through a service's crash and restart: about two minutes of retries.
 PATIENT = Retry(give_up_after_seconds=120.0, backoff=Backoff(base_seconds=0.2, cap_seconds=2.0))
 

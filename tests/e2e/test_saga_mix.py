@@ -11,7 +11,8 @@ import grpc
 
 from drills import checker
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
-from tests.e2e.rides import LOS_ANGELES, RETRYABLE, Booking, book, channel, create_rider, settle
+from services.rider.client import RETRYABLE_CODES
+from tests.e2e.rides import LOS_ANGELES, Booking, book, channel, create_rider, settle
 
 SETTLE_SECONDS = 180.0
 GROUPS = {"completed": 100, "declined": 35, "no_driver": 30, "cancelled": 35}
@@ -30,7 +31,7 @@ async def _ride(stub: rider_pb2_grpc.RiderServiceAsyncStub, group: str, n: int) 
             await stub.CancelRide(rider_pb2.RideRef(ride_id=booking.ride_id), timeout=10)
             break
         except grpc.aio.AioRpcError as error:
-            if error.code() in RETRYABLE:
+            if error.code() in RETRYABLE_CODES:
                 continue  # cancelling is idempotent: a client retries it
             assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
             cancel_refused = True  # the driver had already picked the rider up

@@ -20,8 +20,10 @@ from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from ridesaga.trip.v1 import trip_pb2
 from services.blocks.retry import Backoff
 from services.rider.client import (
+    DOWNTOWN,
     ONCE,
     RETRYABLE_CODES,
+    WHARF,
     AsyncRiderClient,
     Attempt,
     Retry,
@@ -32,7 +34,7 @@ from services.rider.client import (
 
 Code = grpc.StatusCode
 QUICK = Retry(give_up_after_seconds=5.0, backoff=Backoff(base_seconds=0.001, cap_seconds=0.005))
-HERE, THERE = (37.7793, -122.4193), (37.8080, -122.4177)
+
 MATCHING = trip_pb2.Ride(ride_id="ride-1", state="MATCHING")
 COMPLETED = trip_pb2.Ride(ride_id="ride-1", state="COMPLETED", terminal=True)
 HANG = "hang"  # a stream that sends its rides, then stays open until the caller goes away
@@ -140,7 +142,7 @@ def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
 
 def test_a_booking_is_retried_on_transient_codes_and_rate_limiting_under_one_key(rig: Rig) -> None:
     rig.fake.failures = sorted(RETRYABLE_CODES, key=lambda c: c.name)
-    booked = rig.use(QUICK, lambda c: c.book("rider-1", HERE, THERE))
+    booked = rig.use(QUICK, lambda c: c.book("rider-1", DOWNTOWN, WHARF))
     assert (booked.ride_id, booked.state) == ("ride-1", "REQUESTED")
     assert booked.attempts == len(RETRYABLE_CODES) + 1
     assert booked.errors == tuple(sorted(c.name for c in RETRYABLE_CODES))
@@ -148,7 +150,7 @@ def test_a_booking_is_retried_on_transient_codes_and_rate_limiting_under_one_key
 
 
 def test_a_given_key_is_the_one_sent(rig: Rig) -> None:
-    assert rig.use(QUICK, lambda c: c.book("rider-1", HERE, THERE, key="k-1")).key == "k-1"
+    assert rig.use(QUICK, lambda c: c.book("rider-1", DOWNTOWN, WHARF, key="k-1")).key == "k-1"
     assert rig.fake.keys == ["k-1"]
 
 
@@ -156,7 +158,7 @@ def test_a_given_key_is_the_one_sent(rig: Rig) -> None:
 def test_a_refusal_is_not_retried(rig: Rig, code: Code) -> None:
     rig.fake.failures = [code]
     with pytest.raises(grpc.RpcError) as raised:
-        rig.use(QUICK, lambda c: c.book("rider-1", HERE, THERE))
+        rig.use(QUICK, lambda c: c.book("rider-1", DOWNTOWN, WHARF))
     assert raised.value.code() == code
     assert len(rig.fake.keys) == 1
 
@@ -176,7 +178,7 @@ def test_retries_stop_at_the_policys_bound(rig: Rig) -> None:
 def test_once_is_one_attempt(rig: Rig) -> None:
     rig.fake.failures = [Code.UNAVAILABLE]
     with pytest.raises(grpc.RpcError):
-        rig.use(QUICK, lambda c: c.book("rider-1", HERE, THERE, retry=ONCE))
+        rig.use(QUICK, lambda c: c.book("rider-1", DOWNTOWN, WHARF, retry=ONCE))
     assert len(rig.fake.keys) == 1
 
 
