@@ -16,7 +16,7 @@ import grpc
 
 from deploy.local import environment, lifecycle, paths
 from deploy.local.errors import StackError
-from ridectl import lab, rides
+from ridectl import explain, lab, rides
 from services.rider.client import DOWNTOWN, WHARF
 
 
@@ -108,6 +108,8 @@ def _demo(args: argparse.Namespace) -> int:
         rides.fail(False, "DEADLINE_EXCEEDED", f"ride {booked.ride_id} did not finish within {args.timeout}s")
         return 1
     rides.print_ride(followed.ride, args.json)
+    if not args.json:
+        print(f"the whole story of this ride, from the system's own records: ridectl explain {booked.ride_id}")
     return 0 if followed.ride.state == "COMPLETED" else 1
 
 
@@ -219,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     fault.set_defaults(handler=mesh.faults)
     rides.add_commands(commands)
     lab.add_commands(commands)
+    explain.add_commands(commands)
     from ridectl import psp_cmd
 
     psp = commands.add_parser("psp", help="the simulated card processor").add_subparsers(

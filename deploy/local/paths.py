@@ -18,7 +18,9 @@ RUN = environment.run_dir()
 VENV = REPO / ".venv"
 GEN = REPO / "build" / "gen"
 LOCK = REPO / "requirements.lock"
-JARS_POMS = {name: REPO / "deploy" / "local" / "jars" / name / "pom.xml" for name in ("kafka", "zookeeper")}
+JARS_POMS = {
+    name: REPO / "deploy" / "local" / "jars" / name / "pom.xml" for name in ("kafka", "kafka-tools", "zookeeper")
+}
 JAEGER_MODULE = REPO / "deploy" / "local" / "jaeger"
 
 
