@@ -75,3 +75,16 @@ def acceptance(reservation: tuple[str | None, int, bool] | None, ride_id: str, f
     if reservation is None or reservation[0] != ride_id or reservation[1] != fence:
         return Acceptance.WITHDRAWN
     return Acceptance.CONFIRMED if reservation[2] else Acceptance.PENDING
+
+
+def answer_message_id(ride_id: uuid.UUID, driver_id: uuid.UUID, fence: int) -> str:
+    """The one id of a driver's answer to one offer, however often the app sends it: the
+    saga's inbox counts it once. Fence tokens count per driver, so two drivers offered the
+    same ride may hold the same fence: the driver is part of the id, or the second
+    driver's answer would be taken for a repeat of the first's and dropped."""
+    return f"{ride_id}:offer:{driver_id}:{fence}"
+
+
+def completion_message_id(ride_id: uuid.UUID, driver_id: uuid.UUID, fence: int) -> str:
+    """The one id of a driver's report that the ride ended (as answer_message_id)."""
+    return f"{ride_id}:completed:{driver_id}:{fence}"

@@ -107,7 +107,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         ride, driver = await self._reserved(request.ride_id, request.driver_id, request.fence)
         with ride_scope(str(ride)):
             # One message id per offer: whatever the app sends twice, the first answer counts.
-            message_id = f"{ride}:offer:{request.fence}"
+            message_id = domain.answer_message_id(ride, driver, request.fence)
             if request.accept:
                 accepted = saga_pb2.DriverAccepted(driver_id=str(driver), fence=request.fence, attempt=request.attempt)
                 env = envelope(self.clock, message_id, str(ride), "", driver_accepted=accepted)
@@ -150,7 +150,13 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         ride, driver = await self._reserved(request.ride_id, request.driver_id, request.fence)
         with ride_scope(str(ride)):
             done = saga_pb2.TripCompleted(driver_id=str(driver), fence=request.fence)
-            env = envelope(self.clock, f"{ride}:completed:{request.fence}", str(ride), "", trip_completed=done)
+            env = envelope(
+                self.clock,
+                domain.completion_message_id(ride, driver, request.fence),
+                str(ride),
+                "",
+                trip_completed=done,
+            )
             await self.publisher.send(outgoing(Topic.TRIP_REPLIES, env))
         return driver_pb2.CompleteTripAck()
 
