@@ -33,6 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from deploy.local import components, paths
 from deploy.local.errors import StackError
 from ridectl import rides, trace
+from ridectl.drill import DEFAULT_REPORTS as DRILL_REPORTS
 from ridesaga.saga.v1 import saga_pb2
 from services.payment.domain import charge_description
 from services.runtime.messages import Poison, decode
@@ -207,6 +208,30 @@ class Story:
     ledger: tuple[Posting, ...] = ()
     trace: Trace | None = None
     gaps: tuple[str, ...] = ()  # the sources that could not be read, and why
+    drill: DrillFacts | None = None  # the drill the ride lived through, if a report has it
+
+
+@dataclass(frozen=True)
+class FaultMet:
+    """A fault of the drill whose window (injection to recovery) overlaps the ride's life;
+    times are seconds since the drill started, as in its report."""
+
+    name: str
+    target: str
+    step: str  # the saga state the fault waited for, if any
+    aimed_here: bool  # injected when this very ride was observed at `step`
+    start_s: float
+    end_s: float
+    recovery_s: float | None
+
+
+@dataclass(frozen=True)
+class DrillFacts:
+    scenario: str
+    report: str  # the report's folder
+    valid: bool
+    life_s: tuple[float, float]  # the ride's first and last event in the drill's history
+    faults: tuple[FaultMet, ...]
 
 
 # ---------------------------------------------------------------------------------------
@@ -545,6 +570,28 @@ def command_type(message_id: str) -> str:
     return COMMAND_OF_ID.get(parts[1], "") if len(parts) > 1 else ""
 
 
+def faults_met(
+    verdict: dict[str, Any], history: list[dict[str, Any]], ride_id: str
+) -> tuple[tuple[float, float], tuple[FaultMet, ...]] | None:
+    """The ride's life in a drill's history (from its request to its last event, matched
+    by the idempotency key its booking used) and the faults whose window overlaps it: a
+    fault lasts from its injection to its end plus the recovery the drill measured."""
+    keys = {e["key"] for e in history if e.get("ride_id") == ride_id and e.get("key")}
+    times = [float(e["time"]) for e in history if e.get("ride_id") == ride_id or (e.get("key") in keys)]
+    if not times:
+        return None
+    life = (min(times), max(times))
+    met = []
+    for f in verdict.get("faults", []):
+        recovery = f.get("recovery_seconds")
+        start, end = float(f["start"]), float(f["end"])
+        if start <= life[1] and end + (recovery or 0.0) >= life[0]:
+            detail = f.get("detail", {})
+            aimed = detail.get("ride_id") == ride_id
+            met.append(FaultMet(f["name"], f["target"], detail.get("step", ""), aimed, start, end, recovery))
+    return life, tuple(met)
+
+
 def sections(story: Story) -> list[str]:
     """The steps the ride went through, in the saga's order."""
     seen = {SECTION_OF_STEP.get(e.step, "") for e in story.log}
@@ -819,6 +866,7 @@ def text(story: Story) -> str:
         lines += ["", *_wrap(f"Compensations, in the order they ran: {order}.", "", "  ")]
         if not in_reverse_order(story.log):
             lines.append("  NOT the reverse of the steps they undid.")
+    lines += _drill_lines(story.drill)
     saved = rescues(story)
     if saved:
         lines += ["", "What the records show saved it:"]
@@ -831,6 +879,22 @@ def text(story: Story) -> str:
         for gap in story.gaps:
             lines += _wrap(gap, "  - ", "    ")
     return "\n".join(lines)
+
+
+def _drill_lines(d: DrillFacts | None) -> list[str]:
+    if d is None:
+        return []
+    verdict = "valid" if d.valid else "INVALID"
+    lines = ["", _clip(f"The drill it lived through: {d.scenario} ({verdict}), report {d.report}")]
+    lines.append(f"  its life in the drill: +{d.life_s[0]:.1f} s to +{d.life_s[1]:.1f} s")
+    if not d.faults:
+        lines.append("  no fault of the drill overlapped it")
+    for f in d.faults:
+        at = f" at {f.step}" if f.step else ""
+        aimed = ", aimed at this ride" if f.aimed_here else ""
+        back = f", recovered in {f.recovery_s:.1f} s" if f.recovery_s is not None else ", recovery not measured"
+        lines += _wrap(f"{f.name} {f.target}{at}{aimed}: +{f.start_s:.1f} s to +{f.end_s:.1f} s{back}", "  - ", "    ")
+    return lines
 
 
 def _trace_lines(t: Trace | None) -> list[str]:
@@ -871,7 +935,8 @@ def _waterfall_svg(t: Trace | None) -> str:
         name = html.escape(f"{s.service}: {s.operation}")
         parts.append(
             f'<text x="0" y="{y + 12}" class="l">{name[:40]}</text>'
-            f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="10" fill="{fill}"{stroke}>'
+            f'<rect class="span" data-critical="{int(s.critical)}" x="{x:.1f}" y="{y + 3}" width="{w:.1f}"'
+            f' height="10" fill="{fill}"{stroke}>'
             f"<title>{name}: +{s.start_ms:.1f} ms, {s.duration_ms:.1f} ms</title></rect>"
         )
     height = row * len(t.spans)
@@ -899,10 +964,17 @@ svg .l {{ font: 11px ui-monospace, monospace; fill: #333; }}
 </style></head><body>
 <h1>Ride {html.escape(ride.ride_id)}</h1>
 <p>{html.escape(ride.state)} ({html.escape(ride.outcome or "-")}), trace <code>{html.escape(ride.trace_id)}</code>,
-{total}. Orange: the critical path; red outline: an error.</p>
+{total}: <span id="summary">(the page's script did not run)</span>. Orange: the critical path; red outline: an
+error; hover a bar for its span.</p>
 <main><section><pre>{body}</pre></section>
 <section><h2>Trace</h2>{_waterfall_svg(story.trace)}</section></main>
 <h2>References</h2><ul>{refs}</ul>
+<script>
+const bars = document.querySelectorAll("rect.span");
+const critical = document.querySelectorAll('rect.span[data-critical="1"]');
+document.getElementById("summary").textContent =
+  `${{bars.length}} spans drawn, ${{critical.length}} on the critical path`;
+</script>
 </body></html>
 """
 
@@ -952,15 +1024,35 @@ def read_saga_log(ride_id: str) -> tuple[LogEntry, ...]:
     return tuple(LogEntry(*row) for row in rows)
 
 
+def read_drill(ride_id: str, roots: Iterable[Path]) -> DrillFacts | None:
+    """The newest drill report under `roots` whose history names the ride."""
+    found = sorted(
+        (p for root in roots if root.is_dir() for p in root.rglob("history.jsonl")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for history in found:
+        text = history.read_text(encoding="utf-8")
+        verdict_file = history.parent / "verdict.json"
+        if ride_id not in text or not verdict_file.exists():
+            continue
+        verdict = json.loads(verdict_file.read_text(encoding="utf-8"))
+        events = [json.loads(line) for line in text.splitlines() if line.strip()]
+        met = faults_met(verdict, events, ride_id)
+        if met is not None:
+            life, faults = met
+            return DrillFacts(str(verdict.get("scenario", history.parent.name)), str(history.parent),
+                              bool(verdict.get("valid")), life, faults)  # fmt: skip
+    return None
+
+
 def _sent(topics: list[str], envelopes: list[bytes]) -> tuple[Sent, ...]:
     found = []
     for topic, raw in zip(topics, envelopes, strict=True):
         env = saga_pb2.Envelope.FromString(raw)
         kind = env.WhichOneof("body") or "?"
         fields = getattr(env, kind).ListFields() if kind != "?" else []
-        detail = " ".join(
-            f"{f.name}={v}" for f, v in fields if f.type != f.TYPE_MESSAGE and f.label != f.LABEL_REPEATED
-        )
+        detail = " ".join(f"{f.name}={v}" for f, v in fields if f.type != f.TYPE_MESSAGE and not f.is_repeated)
         found.append(Sent(topic, kind, env.message_id, detail))
     return tuple(found)
 
@@ -1193,7 +1285,7 @@ def _attempt(what: str, read: Callable[[], T], gaps: list[str]) -> T | None:
         return None
 
 
-def collect(ride_id: str) -> Story:
+def collect(ride_id: str, drill_roots: Iterable[Path] = ()) -> Story:
     """Reads every source; only the ride's own row is required."""
     ride = read_ride(ride_id)
     log = read_saga_log(ride_id)
@@ -1216,8 +1308,9 @@ def collect(ride_id: str) -> Story:
     traced = _attempt("Jaeger", lambda: read_trace(ride.trace_id), gaps) if ride.trace_id else None
     if not ride.trace_id:
         gaps.append("Jaeger: the ride has no trace id")
+    drill = _attempt("drill reports", lambda: read_drill(ride_id, drill_roots), gaps)
     return Story(
-        ride, log, records, batches, inboxes, reservation, psp_keys, movements, hold, ledger, traced, tuple(gaps)
+        ride, log, records, batches, inboxes, reservation, psp_keys, movements, hold, ledger, traced, tuple(gaps), drill
     )
 
 
@@ -1228,8 +1321,9 @@ def collect(ride_id: str) -> Story:
 
 def run(args: argparse.Namespace) -> int:
     ride_id = valid_ride_id(args.ride_id)
+    roots = [Path(args.drill)] if args.drill else [DRILL_REPORTS, paths.RUN / "drills"]
     try:
-        story = collect(ride_id)
+        story = collect(ride_id, roots)
     except RideNotFound as error:
         rides.fail(args.json, "NOT_FOUND", str(error))
         return 1
@@ -1251,4 +1345,7 @@ def add_commands(commands: Any) -> None:
     explain.add_argument("ride_id")
     explain.add_argument("--json", action="store_true", help="print the facts as JSON")
     explain.add_argument("--html", metavar="FILE", help="write one self-contained page: steps beside the trace")
+    explain.add_argument(
+        "--drill", metavar="DIR", help=f"where to look for the drill it lived through (default {DRILL_REPORTS})"
+    )
     explain.set_defaults(handler=run)

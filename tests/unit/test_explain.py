@@ -4,6 +4,7 @@ the compensations, what saved a ride), DumpLogSegments' output parsed, and the r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -391,11 +392,11 @@ def test_a_malformed_ride_id_is_a_usage_error(bad: str) -> None:
 def test_an_unknown_ride_is_one_error_line_and_exit_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def missing(ride_id: str) -> Story:
+    def missing(ride_id: str, roots: object) -> Story:
         raise explain.RideNotFound(f"ride {ride_id} is not in trip's database")
 
     monkeypatch.setattr(explain, "collect", missing)
-    args = argparse.Namespace(ride_id=RIDE, json=False, html=None)
+    args = argparse.Namespace(ride_id=RIDE, json=False, html=None, drill=None)
     assert explain.run(args) == 1
     err = capsys.readouterr().err
     assert err == f"ridectl: error: NOT_FOUND: ride {RIDE} is not in trip's database\n"
@@ -406,3 +407,51 @@ def test_the_command_is_registered_with_its_flags() -> None:
     explain.add_commands(root.add_subparsers(dest="command"))
     args = root.parse_args(["explain", RIDE, "--json", "--html", "page.html"])
     assert (args.handler, args.ride_id, args.json, args.html) == (explain.run, RIDE, True, "page.html")
+
+
+def _history(ride_id: str) -> list[dict[str, object]]:
+    # The booking's invoke carries only the key; the answer and the watch carry the ride.
+    return [
+        {"time": 0.5, "type": "invoke", "f": "request", "key": "k1", "ride_id": ""},
+        {"time": 9.0, "type": "invoke", "f": "request", "key": "k0", "ride_id": ""},
+        {"time": 0.6, "type": "ok", "f": "request", "key": "k1", "ride_id": ride_id},
+        {"time": 7.5, "type": "ok", "f": "watch", "key": "k1", "ride_id": ride_id},
+        {"time": 9.1, "type": "ok", "f": "request", "key": "k0", "ride_id": "someone-else"},
+    ]
+
+
+def test_the_faults_a_ride_met_are_those_overlapping_its_life_in_the_drill() -> None:
+    verdict = {
+        "faults": [
+            {"name": "kill", "target": "trip", "start": 1.0, "end": 2.0, "recovery_seconds": 3.0,
+             "detail": {"step": "CAPTURING", "ride_id": RIDE}},
+            {"name": "kill", "target": "payment", "start": 8.0, "end": 8.5, "recovery_seconds": None,
+             "detail": {"step": "PENDING", "ride_id": "someone-else"}},
+            {"name": "pause", "target": "redis", "start": 0.0, "end": 0.4, "recovery_seconds": 0.05, "detail": {}},
+        ]
+    }  # fmt: skip
+    met = explain.faults_met(verdict, _history(RIDE), RIDE)
+    assert met is not None
+    life, faults = met
+    assert life == (0.5, 7.5), "from the booking's invoke, found by its key, to the last event"
+    assert [(f.target, f.step, f.aimed_here, f.recovery_s) for f in faults] == [("trip", "CAPTURING", True, 3.0)]
+    assert explain.faults_met(verdict, _history(RIDE), DRILL_STRANGER) is None
+
+
+DRILL_STRANGER = "00000000-0000-4000-8000-000000000000"
+
+
+def test_the_drill_a_ride_lived_through_is_found_in_the_newest_report_naming_it(tmp_path: Path) -> None:
+    for name, valid in (("older", False), ("newer", True)):
+        report = tmp_path / name
+        report.mkdir()
+        (report / "history.jsonl").write_text("\n".join(json.dumps(e) for e in _history(RIDE)) + "\n")
+        (report / "verdict.json").write_text(json.dumps({"scenario": name, "valid": valid, "faults": []}))
+    (tmp_path / "newer" / "history.jsonl").touch()  # the newest
+    drill = explain.read_drill(RIDE, [tmp_path, tmp_path / "missing"])
+    assert drill is not None and (drill.scenario, drill.valid, drill.faults) == ("newer", True, ())
+    assert explain.read_drill(DRILL_STRANGER, [tmp_path]) is None
+    story = dataclasses.replace(completed_story(), drill=drill)
+    told = explain.text(story)
+    assert "The drill it lived through: newer (valid)" in told and "no fault of the drill overlapped it" in told
+    assert json.loads(json.dumps(explain.as_json(story)))["drill"]["life_s"] == [0.5, 7.5]
