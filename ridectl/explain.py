@@ -510,13 +510,7 @@ def rescues(story: Story) -> tuple[Rescue, ...]:
     for r in story.records:
         if not r.committed:
             again = committed_ids.get((r.topic, r.message_id))
-            then = f"; committed again at {_where(again)}" if again else ""
-            found.append(
-                Rescue(
-                    "aborted batch",
-                    f"{_where(r)} {r.message_type}: read_uncommitted sees it, read_committed skips it{then}",
-                )
-            )
+            found.append(_aborted(r, again, story.batches))
     twice = Counter((r.topic, r.message_id) for r in story.records if r.committed)
     for (topic, message_id), n in sorted(twice.items()):
         if n > 1:
@@ -527,6 +521,37 @@ def rescues(story: Story) -> tuple[Rescue, ...]:
             inbox = f"; handled once: {held[0]}'s inbox holds one row" if held else ""
             found.append(Rescue("inbox replay", f"{_short(message_id, story)} delivered {n} times ({at}){inbox}"))
     return tuple(found)
+
+
+def _batch_of(r: KafkaRecord, batches: tuple[Batch, ...]) -> Batch | None:
+    return next(
+        (
+            b
+            for b in batches
+            if (b.topic, b.partition) == (r.topic, r.partition) and b.base_offset <= r.offset <= b.last_offset
+        ),
+        None,
+    )
+
+
+def _aborted(r: KafkaRecord, again: KafkaRecord | None, batches: tuple[Batch, ...]) -> Rescue:
+    """An aborted record; a fenced zombie when the same transactional producer committed it
+    again at a newer epoch (its successor's registration aborted the dead one's transaction)."""
+    seen = f"{_where(r)} {r.message_type}: read_uncommitted sees it, read_committed skips it"
+    if again is None:
+        return Rescue("aborted batch", seen)
+    then = f"; committed again at {_where(again)}"
+    if again.hlc == r.hlc:
+        then += " with the same HLC (the stored command, re-sent by the inbox's replay)"
+    old, new = _batch_of(r, batches), _batch_of(again, batches)
+    if old and new and old.producer_id == new.producer_id and new.producer_epoch > old.producer_epoch:
+        return Rescue(
+            "fenced zombie",
+            f"{old.producer} wrote {_where(r)} {r.message_type} at producer epoch {old.producer_epoch} and"
+            f" never committed; its successor took the same transactional id at epoch {new.producer_epoch},"
+            f" which aborted it{then}",
+        )
+    return Rescue("aborted batch", seen + then)
 
 
 def _where(r: KafkaRecord) -> str:
@@ -872,6 +897,8 @@ def text(story: Story) -> str:
         lines += ["", "What the records show saved it:"]
         for r in saved:
             lines += _wrap(f"{r.kind}: {r.evidence}", "  - ", "    ")
+    elif story.drill and story.drill.faults:
+        lines += ["", *_wrap(NOTHING_REDONE, "", "  ")]
     lines += ["", *_trace_lines(story.trace)]
     lines += ["", "Kafka, in general:", *_note_lines("kafka")]
     if story.gaps:
@@ -879,6 +906,12 @@ def text(story: Story) -> str:
         for gap in story.gaps:
             lines += _wrap(gap, "  - ", "    ")
     return "\n".join(lines)
+
+
+NOTHING_REDONE = (
+    "Nothing of this ride was redone: no aborted batch, no message delivered twice, no command"
+    " re-sent. The fault fell between two of its transactions, and what they had committed was enough."
+)
 
 
 def _drill_lines(d: DrillFacts | None) -> list[str]:

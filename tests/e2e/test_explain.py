@@ -255,8 +255,8 @@ def test_a_ride_that_lived_through_a_kill_says_which_fault_it_met_and_what_saved
         if rescue["kind"] == "resent":
             seq = int(rescue["evidence"].split()[1].rstrip(":"))
             assert db_rows("trip", "SELECT status FROM saga_log WHERE seq = %s", (seq,)) == [("resent",)]
-        elif rescue["kind"] == "aborted batch":
-            where = rescue["evidence"].split()[0]
+        elif rescue["kind"] in ("aborted batch", "fenced zombie"):
+            where = next(w for w in rescue["evidence"].split() if "@" in w)
             topic, rest = where.split("/")
             partition, offset = (int(x) for x in rest.split("@"))
             # read_uncommitted sees the aborted record there; read_committed skips past it.

@@ -371,7 +371,10 @@ def test_json_holds_the_facts_and_what_they_show() -> None:
     assert {(r["topic"], r["offset"]) for r in found["records"]} >= {("trip.replies", 40), ("trip.replies", 43)}
     assert [k["key"] for k in found["psp_keys"]] == [f"{RIDE}:authorize", f"{RIDE}:capture"]
     assert found["critical_path"] == ["a", "c", "d"]
-    assert [r["kind"] for r in found["rescues"]] == ["aborted batch"]
+    # Aborted at producer epoch 3, committed again by the same producer id at epoch 4.
+    [zombie] = found["rescues"]
+    assert zombie["kind"] == "fenced zombie"
+    assert "epoch 3 and never committed" in zombie["evidence"] and "at epoch 4, which aborted it" in zombie["evidence"]
 
 
 def test_the_page_is_self_contained_with_the_steps_beside_an_svg_waterfall() -> None:
@@ -455,3 +458,14 @@ def test_the_drill_a_ride_lived_through_is_found_in_the_newest_report_naming_it(
     told = explain.text(story)
     assert "The drill it lived through: newer (valid)" in told and "no fault of the drill overlapped it" in told
     assert json.loads(json.dumps(explain.as_json(story)))["drill"]["life_s"] == [0.5, 7.5]
+
+
+def test_a_ride_that_met_a_fault_and_needed_no_rescue_says_so() -> None:
+    story = completed_story()
+    clean = Story(story.ride, story.log, tuple(r for r in story.records if r.committed), inboxes=story.inboxes)
+    fault = explain.FaultMet("kill", "trip", "CAPTURING", True, 1.0, 2.0, 3.0)
+    drill = explain.DrillFacts("kill-trip-at-CAPTURING", "/tmp/r", True, (0.0, 4.0), (fault,))
+    told = explain.text(dataclasses.replace(clean, drill=drill))
+    assert "kill trip at CAPTURING, aimed at this ride: +1.0 s to +2.0 s, recovered in 3.0 s" in told
+    assert "Nothing of this ride was redone" in told and "What the records show saved it" not in told
+    assert "Nothing of this ride was redone" not in explain.text(clean), "said only of a ride that met a fault"
