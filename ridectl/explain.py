@@ -325,7 +325,7 @@ NOTES: dict[str, Note] = {
     "kafka": Note(
         "the records that carried it",
         "a batch's outputs and offsets commit in one transaction; aborted ones stay unread",
-        "most of Uber's Kafka queueing uses turn autocommit off: at-least-once is required",
+        "most message queueing at Uber leaves autocommit off: at-least-once is required",
         "R17",
     ),
     "trace": Note(
