@@ -1,6 +1,7 @@
 """`ridectl lab list | run ID`: the course's items (ridectl/labs.py) and the one command that
-shows each; and the two labs that need no stack, `lab election` (bully and ring,
-simulated) and `lab detectors` (failure detectors on a simulated fleet)."""
+shows each; and the labs that need no stack, `lab election` (bully and ring,
+simulated), `lab detectors` (failure detectors on a simulated fleet) and `lab gossip`
+(SWIM membership on a simulated lossy network)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,12 @@ def detectors(args: argparse.Namespace) -> int:
     return bench.main(["--seed", str(args.seed), *(["--json"] if args.json else [])])
 
 
+def gossip(args: argparse.Namespace) -> int:
+    from bench import gossip as bench
+
+    return bench.main(["--seeds", str(args.seeds), "--sizes", args.sizes, *(["--json"] if args.json else [])])
+
+
 def add_commands(commands: Any) -> None:
     lab = commands.add_parser("lab", help="the course's labs: one command per topic").add_subparsers(
         dest="lab", required=True
@@ -88,3 +95,10 @@ def add_commands(commands: Any) -> None:
     detected.add_argument("--seed", type=int, default=1)
     detected.add_argument("--json", action="store_true")
     detected.set_defaults(handler=detectors)
+    gossiped = lab.add_parser(
+        "gossip", help="SWIM membership on a simulated lossy network: detection, spread (no stack)"
+    )
+    gossiped.add_argument("--seeds", type=int, default=2, help="runs per setting")
+    gossiped.add_argument("--sizes", default="10,30,100,300", help="group sizes, comma-separated (up to 1000)")
+    gossiped.add_argument("--json", action="store_true")
+    gossiped.set_defaults(handler=gossip)

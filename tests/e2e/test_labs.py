@@ -9,7 +9,14 @@ import pytest
 from ridectl.labs import BY_ID, CATALOGUE
 from tests.support import ridectl
 
-QUICK = ("leader-election", "distributed-tracing", "service-mesh", "failure-detection")
+QUICK = (
+    "leader-election",
+    "distributed-tracing",
+    "service-mesh",
+    "failure-detection",
+    "gossip-protocol",
+    "gossip-membership",
+)
 # Drills, each run elsewhere with its verdict checked.
 TESTED_ELSEWHERE = {
     "time-and-clocks": "tests/e2e/test_drills.py (clock-skew)",
