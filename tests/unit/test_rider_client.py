@@ -163,10 +163,20 @@ def test_a_refusal_is_not_retried(rig: Rig, code: Code) -> None:
     assert len(rig.fake.keys) == 1
 
 
+def test_the_policy_gives_up_once_the_next_attempt_would_start_past_its_bound() -> None:
+    policy = Retry(give_up_after_seconds=1.0, backoff=Backoff(base_seconds=0.1, cap_seconds=0.1))
+    waits = [policy.delay(Code.UNAVAILABLE, 1, since=100.0, now=now) for now in (100.0, 100.5, 100.95, 101.0)]
+    assert all(w is not None and 0.0 <= w <= 0.1 for w in waits[:2])
+    assert waits[3] is None, "past the bound: no more attempts"
+    assert policy.delay(Code.INVALID_ARGUMENT, 1, since=100.0, now=100.0) is None, "not retryable"
+
+
 def test_retries_stop_at_the_policys_bound(rig: Rig) -> None:
     rig.fake.always = Code.UNAVAILABLE
     attempts: list[Attempt] = []
-    bounded = Retry(give_up_after_seconds=0.05, backoff=QUICK.backoff)
+    # Long enough that even a loaded machine makes a second attempt; the bound itself is
+    # checked with explicit times above.
+    bounded = Retry(give_up_after_seconds=0.5, backoff=QUICK.backoff)
     with pytest.raises(grpc.RpcError) as raised:
         rig.use(bounded, lambda c: c.create_rider("Ann", on_attempt=attempts.append))
     assert raised.value.code() == Code.UNAVAILABLE
