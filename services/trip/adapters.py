@@ -10,6 +10,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from services.trip import watchers
 from services.trip.saga import LogEntry, Point, Ride, State
 
 RIDE_COLUMNS = (
@@ -97,6 +98,8 @@ async def save_ride(conn: AsyncConnection[Any], ride: Ride) -> None:
             ride.ride_id,
         ),
     )
+    # Delivered at commit, to the WatchRide streams of every trip process (services/trip/watchers.py).
+    await conn.execute("SELECT pg_notify(%s, %s)", (watchers.CHANNEL, str(ride.ride_id)))
 
 
 async def append_log(
@@ -152,7 +155,7 @@ async def overdue(
     conn: AsyncConnection[Any], now_ms: int, limit: int, skip: list[str]
 ) -> list[tuple[str, str, int, int, str]]:
     """(ride_id, state, match_attempt, deadline_ms, traceparent) of rides past a deadline,
-    oldest first, leaving out `skip` (rides whose timeout was just sent)."""
+    oldest first, leaving out `skip` (rides whose timeout was sent and is not yet due again)."""
     rows = await (
         await conn.execute(
             "SELECT ride_id, state, match_attempt, deadline_ms, traceparent FROM rides"

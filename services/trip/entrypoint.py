@@ -31,9 +31,9 @@ from services.runtime.telemetry import ride_scope
 from services.runtime.topology import Group, Topic, service
 from services.trip import adapters, fares, saga
 from services.trip.orchestrator import Orchestrator
+from services.trip.watchers import RideWatchers
 
 SPEC = service("trip")
-WATCH_POLL_SECONDS = 0.2
 CANCEL_WAIT_SECONDS = 3.0  # within rider's 5 s deadline for the call
 CANCEL_POLL_SECONDS = 0.02
 SAGA_POOL_SIZE = 4
@@ -54,12 +54,14 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
         clock: HybridLogicalClock,
         driver: driver_pb2_grpc.DriverServiceAsyncStub,
         payment: payment_pb2_grpc.PaymentServiceAsyncStub,
+        watchers: RideWatchers,
     ) -> None:
         self.pool = pool
         self.publisher = publisher
         self.clock = clock
         self.driver = driver
         self.payment = payment
+        self.watchers = watchers
 
     async def _view(self, ride_id: str) -> trip_pb2.Ride:
         async with self.pool.connection() as conn:
@@ -120,19 +122,27 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
         return await self._view(str(validation.identifier("ride_id", request.ride_id)))
 
     async def WatchRide(self, request: trip_pb2.GetRideRequest, context: Context) -> AsyncIterator[trip_pb2.Ride]:
+        """Sends the ride, then each new state: read again when trip's own transition
+        notifies it, or every watchers.FALLBACK_SECONDS (services/trip/watchers.py)."""
         try:
             ride_id = str(validation.identifier("ride_id", request.ride_id))
-            last = await self._view(ride_id)
-        except (InvalidArgument, NotFound) as error:
+        except InvalidArgument as error:
             await context.abort(error.code, str(error))
             return
-        yield last
-        while not last.terminal:
-            await asyncio.sleep(WATCH_POLL_SECONDS)
-            current = await self._view(ride_id)
-            if current.state != last.state:
-                yield current
-            last = current
+        with self.watchers.watching(ride_id) as changed:  # before the first read: no change is missed
+            try:
+                last = await self._view(ride_id)
+            except NotFound as error:
+                await context.abort(error.code, str(error))
+                return
+            yield last
+            while not last.terminal:
+                await self.watchers.changed(changed)
+                changed.clear()  # a change committed during the read below sets it again
+                current = await self._view(ride_id)
+                if current.state != last.state:
+                    yield current
+                last = current
 
     @grpc_errors
     async def CancelRide(self, request: trip_pb2.CancelRideRequest, context: Context) -> trip_pb2.Ride:
@@ -180,6 +190,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     channel = mesh.sidecar_channel(settings.egress_target)
     clock = config.clock()
     publisher = Publisher(settings.kafka_bootstrap)
+    watchers = RideWatchers(settings.postgres_dsn(SPEC.name))
     trip_pb2_grpc.add_TripServiceServicer_to_server(
         TripServicer(
             pool,
@@ -187,11 +198,12 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
             clock,
             driver_pb2_grpc.DriverServiceStub(channel),
             payment_pb2_grpc.PaymentServiceStub(channel),
+            watchers,
         ),
         server,
     )
-    # A bulkhead: the saga has connections of its own, so riders watching their rides
-    # (WatchRide polls) can never starve the transitions that end those rides.
+    # A bulkhead: the saga has connections of its own, so riders watching their rides can
+    # never take the connections the transitions that end those rides need.
     saga_pool = await db.open_pool(settings.postgres_dsn(SPEC.name), max_size=SAGA_POOL_SIZE)
     loop = TransactionalLoop(
         LoopConfig.for_group(
@@ -204,6 +216,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     lifecycle.on_close(channel.close)
     lifecycle.on_close(publisher.close)
     lifecycle.spawn("orchestrator", loop.run)
+    lifecycle.spawn("ride-watchers", watchers.listen)
     lifecycle.spawn("reap-processed-messages", retention.reaper(pool, "processed_messages"))
 
 

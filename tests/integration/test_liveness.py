@@ -24,6 +24,7 @@ from services.runtime.messages import Outgoing
 from services.runtime.topology import INFRA
 from services.trip.entrypoint import TripServicer
 from services.trip.sweeper import Sweeper
+from services.trip.watchers import RideWatchers
 from tests.support import db_rows, ride_story, sidecar_channel, status, wait_for
 
 TRIP_DB = f"host=127.0.0.1 port={INFRA.postgres} dbname=trip user=trip"
@@ -50,7 +51,7 @@ def test_a_ride_whose_start_never_reached_kafka_is_started_by_the_sweeper() -> N
 
     async def start_while_kafka_is_down() -> None:
         async with AsyncConnectionPool(TRIP_DB, min_size=1, max_size=1) as pool:
-            servicer = TripServicer(pool, KafkaDown(), HybridLogicalClock(), None, None)  # type: ignore[arg-type]
+            servicer = TripServicer(pool, KafkaDown(), HybridLogicalClock(), None, None, RideWatchers(TRIP_DB))  # type: ignore[arg-type]
             request = trip_pb2.StartRideRequest(
                 ride_id=ride_id, rider_id=str(uuid.uuid4()), pickup=DOWNTOWN, dropoff=WHARF, payment_method="tok_visa"
             )
