@@ -33,7 +33,8 @@ COMPLETED = ("ride", "completed")
 # sweep, or 4 s later if its leader died and a new one is elected within the ZooKeeper
 # session, and sends it again 10 s later if it was not acted on (services/trip/sweeper.py).
 # That is 44.5 s; the rest of the minute is for a crashed service to be restarted and to
-# catch up. A driver's release, a late hold's void and a live-ride slot's reaping are due
+# catch up. (A command re-sent on a late timeout pushes its deadline further out,
+# services/trip/saga.py resend_wait_ms; the bound counts from the deadline, so it holds.) A driver's release, a late hold's void and a live-ride slot's reaping are due
 # as soon as their ride ends, so the same bound holds them (the rider service's reaper
 # must run more often than this).
 STUCK_BOUND_MS = 60_000

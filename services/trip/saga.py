@@ -44,6 +44,8 @@ STEP_TIMEOUT_MS = {
     State.COMPENSATING: 15_000,
 }
 PROCESSOR_UNAVAILABLE = "processor_unavailable"
+# A re-sent command waits at most this much longer than its step's timeout (resend_wait_ms).
+MAX_RESEND_EXTRA_MS = 60_000
 
 
 def match_backoff_ms(attempt: int) -> int:
@@ -249,6 +251,21 @@ def _enter(ride: Ride, state: State, now_ms: int, **changes: object) -> Ride:
     return dataclasses.replace(ride, state=state, deadline_ms=deadline, **changes)  # type: ignore[arg-type]
 
 
+def resend_wait_ms(state: State, deadline_ms: int | None, now_ms: int) -> int:
+    """How long a re-sent command waits before it may be re-sent again: the step's timeout
+    plus twice the time the timeout itself took to arrive (capped). A timeout that arrives
+    late says the saga's queues are behind; the first command, or its reply, is likely still
+    in them, and re-sending at the usual pace would add duplicates faster than the backlog
+    drains: a retry storm that keeps the system slow after the load that caused it is gone."""
+    late = max(0, now_ms - deadline_ms) if deadline_ms is not None else 0
+    return STEP_TIMEOUT_MS[state] + min(2 * late, MAX_RESEND_EXTRA_MS)
+
+
+def _resend(ride: Ride, now_ms: int) -> Ride:
+    """The ride, in the same state, waiting for the re-sent command (resend_wait_ms)."""
+    return dataclasses.replace(ride, deadline_ms=now_ms + resend_wait_ms(ride.state, ride.deadline_ms, now_ms))
+
+
 def new_ride(
     ride_id: str, rider_id: str, payment_method: str, pickup: Point, dropoff: Point, fare_cents: int, now_ms: int
 ) -> Ride:
@@ -351,7 +368,7 @@ def decide(ride: Ride, event: Event, now_ms: int) -> Decision:
             return Decision(_enter(ride, State.CANCELLED, now_ms, outcome=outcome), [], log)
         case State.AUTHORIZING, StepTimedOut(step="AUTHORIZING"):
             log.append(LogEntry("authorize_payment", "resent", "timeout"))
-            return Decision(_enter(ride, State.AUTHORIZING, now_ms), [AuthorizePayment(ride.fare_cents)], log)
+            return Decision(_resend(ride, now_ms), [AuthorizePayment(ride.fare_cents)], log)
         case State.MATCHING, DriverOffered(driver_id=d, fence=f, attempt=a) if a == ride.match_attempt:
             log.append(LogEntry("match_driver", "offered", d))
             return Decision(_enter(ride, State.OFFERED, now_ms, driver_id=d, fence=f), [], log)
@@ -359,7 +376,7 @@ def decide(ride: Ride, event: Event, now_ms: int) -> Decision:
             return _rematch_or_give_up(ride, now_ms, log)
         case State.MATCHING, StepTimedOut(step="MATCHING", attempt=a) if a == ride.match_attempt:
             log.append(LogEntry("match_driver", "resent", "timeout"))
-            return Decision(_enter(ride, State.MATCHING, now_ms), [ReserveDriver(a, ride.excluded)], log)
+            return Decision(_resend(ride, now_ms), [ReserveDriver(a, ride.excluded)], log)
         case State.MATCH_BACKOFF, StepTimedOut(step="MATCH_BACKOFF"):
             return _match(ride, now_ms, log, [])
         case State.OFFERED, DriverAccepted(driver_id=d, fence=f) if (d, f) == (ride.driver_id, ride.fence):
@@ -396,12 +413,12 @@ def decide(ride: Ride, event: Event, now_ms: int) -> Decision:
         case State.CAPTURING, StepTimedOut(step="CAPTURING"):
             log.append(LogEntry("capture_payment", "resent", "timeout"))
             capture = CapturePayment(ride.hold_id, ride.fare_cents, ride.driver_id)
-            return Decision(_enter(ride, State.CAPTURING, now_ms), [capture], log)
+            return Decision(_resend(ride, now_ms), [capture], log)
         case State.COMPENSATING, DriverReleased() | PaymentVoided() if step := compensations.answered(ride, event):
             return _compensation_done(ride, step, now_ms, log)
         case State.COMPENSATING, StepTimedOut(step="COMPENSATING"):
             log.append(LogEntry(ride.compensations[0], "resent", "timeout"))
-            return Decision(_enter(ride, State.COMPENSATING, now_ms), [compensations.command(ride)], log)
+            return Decision(_resend(ride, now_ms), [compensations.command(ride)], log)
         case State.PENDING, CancelRequested(reason=reason):
             log.append(LogEntry("ride", "cancelled", reason))
             return Decision(_enter(ride, State.CANCELLED, now_ms, outcome=reason), [], log)

@@ -40,6 +40,16 @@ SWEEP_INTERVAL_SECONDS = 0.5
 BATCH = 200
 CLAIM_LOCK_SECONDS = 2
 RESEND_SECONDS = 10.0  # a timeout still overdue this long after it was sent goes out again
+RESEND_MAX_SECONDS = 60.0  # ... and, sent again and again for one deadline, at most this long
+
+
+def resend_after(times_sent: int) -> float:
+    """How long after its last copy a timeout for an unchanged deadline goes out again: 10 s,
+    then doubling, at most 60 s. A deadline still unchanged after several copies means trip
+    has not read them yet; more copies would only lengthen the queue it is behind on."""
+    return min(RESEND_SECONDS * 2.0 ** max(0, times_sent - 1), RESEND_MAX_SECONDS)
+
+
 ELECTION_PATH = "/ridesaga/trip/sweeper"
 SESSION_TIMEOUT_SECONDS = 4.0
 tracer = trace.get_tracer(__name__)
@@ -58,8 +68,9 @@ class Sweeper:
         self.publisher = publisher
         self.clock = clock
         self.name = name
-        # ride id -> when its timeout was sent, for this term only: a new term starts empty.
-        self.sent: dict[str, float] = {}
+        # ride id -> (the deadline, when its timeout was last sent, copies sent for that
+        # deadline), for this term only: a new term starts empty.
+        self.sent: dict[str, tuple[int, float, int]] = {}
 
     async def claim(self, epoch: int) -> bool:
         """Records this leader's epoch, unless a newer leader already has. Gives up after
@@ -94,8 +105,8 @@ class Sweeper:
                 (self.name, epoch),
             )
             now = time.monotonic()
-            self.sent = {ride: at for ride, at in self.sent.items() if now - at < RESEND_SECONDS}
-            due = await adapters.overdue(conn, int(time.time() * 1000), BATCH, list(self.sent))
+            waiting = [ride for ride, (_, at, copies) in self.sent.items() if now - at < resend_after(copies)]
+            due = await adapters.overdue(conn, int(time.time() * 1000), BATCH, waiting)
         for ride_id, state, attempt, deadline, traceparent in due:
             message_id = timeout_message_id(ride_id, state, attempt, deadline, epoch)
             body = saga_pb2.StepTimedOut(step=state, attempt=attempt, epoch=epoch)
@@ -103,7 +114,12 @@ class Sweeper:
             with tracer.start_as_current_span(f"sweeper: {state} timed out", context=parent), ride_scope(ride_id):
                 env = envelope(self.clock, message_id, ride_id, "", step_timed_out=body)
                 await self.publisher.send(outgoing(Topic.TRIP_COMMANDS, env))
-            self.sent[ride_id] = time.monotonic()
+            last = self.sent.get(ride_id)
+            copies = last[2] + 1 if last is not None and last[0] == deadline else 1
+            self.sent[ride_id] = (deadline, time.monotonic(), copies)
+        self.sent = {
+            ride: entry for ride, entry in self.sent.items() if time.monotonic() - entry[1] < RESEND_MAX_SECONDS
+        }
         return True
 
     async def lead(self, leadership: Leadership, epoch: int, stopping: asyncio.Event) -> None:

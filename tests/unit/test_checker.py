@@ -287,3 +287,9 @@ def test_the_bound_covers_the_longest_step_a_sweep_a_leader_election_and_a_resen
         + sweeper.RESEND_SECONDS * 1000
     )
     assert worst < STUCK_BOUND_MS
+
+
+def test_a_timeout_resent_for_one_unchanged_deadline_backs_off_to_a_minute() -> None:
+    waits = [sweeper.resend_after(n) for n in range(1, 7)]
+    assert waits == [10.0, 20.0, 40.0, 60.0, 60.0, 60.0]
+    assert sweeper.resend_after(1) == sweeper.RESEND_SECONDS, "the first copy waits as the bound assumes"

@@ -182,6 +182,20 @@ def test_timeouts_resend_the_same_command() -> None:
     assert saga.message_id("r1", first[0]) == saga.message_id("r1", again[0])
 
 
+@pytest.mark.parametrize("late_ms", [0, 500, 7_000, 45_000, 600_000])
+def test_a_late_timeout_makes_the_resent_command_wait_longer_before_the_next(late_ms: int) -> None:
+    # The sweeper's timeout arrives late_ms after the deadline: the saga's queues are that
+    # far behind, and the first ReserveDriver (or its reply) is probably still in them.
+    matching, _ = run(RIDE, RideRequested(), PaymentAuthorized("h1", 1234))
+    assert matching.state == State.MATCHING and matching.deadline_ms is not None
+    now = matching.deadline_ms + late_ms
+    decision = saga.decide(matching, StepTimedOut("MATCHING", 1), now)
+    assert decision.commands == [ReserveDriver(1, ())]
+    wait = decision.ride.deadline_ms - now  # type: ignore[operator]
+    assert wait == saga.STEP_TIMEOUT_MS[State.MATCHING] + min(2 * late_ms, saga.MAX_RESEND_EXTRA_MS)
+    assert wait >= 2 * min(late_ms, saga.MAX_RESEND_EXTRA_MS // 2), "never re-sent faster than the backlog drains"
+
+
 def test_every_state_with_a_deadline_handles_its_timeout() -> None:
     for state in saga.STEP_TIMEOUT_MS:
         ride = dataclasses.replace(
