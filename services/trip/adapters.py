@@ -15,7 +15,8 @@ from services.trip.saga import LogEntry, Point, Ride, State
 
 RIDE_COLUMNS = (
     "ride_id, rider_id, payment_method, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, fare_cents, state,"
-    " hold_id, driver_id, fence, match_attempt, excluded, cancel_requested, outcome, compensations, deadline_ms"
+    " hold_id, driver_id, fence, match_attempt, excluded, cancel_requested, outcome, compensations, deadline_ms,"
+    " resends"
 )
 
 
@@ -37,6 +38,7 @@ def _ride(row: tuple[Any, ...]) -> Ride:
         outcome=row[15],
         compensations=tuple(row[16]),
         deadline_ms=row[17],
+        resends=row[18],
     )
 
 
@@ -82,7 +84,7 @@ async def load_ride(conn: AsyncConnection[Any], ride_id: uuid.UUID | str, *, loc
 async def save_ride(conn: AsyncConnection[Any], ride: Ride) -> None:
     await conn.execute(
         "UPDATE rides SET state = %s, hold_id = %s, driver_id = %s, fence = %s, match_attempt = %s, excluded = %s,"
-        " cancel_requested = %s, outcome = %s, compensations = %s, deadline_ms = %s, updated_at = now()"
+        " cancel_requested = %s, outcome = %s, compensations = %s, deadline_ms = %s, resends = %s, updated_at = now()"
         " WHERE ride_id = %s",
         (
             ride.state.value,
@@ -95,6 +97,7 @@ async def save_ride(conn: AsyncConnection[Any], ride: Ride) -> None:
             ride.outcome,
             list(ride.compensations),
             ride.deadline_ms,
+            ride.resends,
             ride.ride_id,
         ),
     )

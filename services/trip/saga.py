@@ -77,6 +77,7 @@ class Ride:
     outcome: str = ""
     compensations: tuple[str, ...] = ()
     deadline_ms: int | None = None
+    resends: int = 0  # re-sends of the current step's command (resend_wait_ms)
 
 
 # Events (replies and inputs of the orchestrator).
@@ -248,22 +249,27 @@ class Decision:
 def _enter(ride: Ride, state: State, now_ms: int, **changes: object) -> Ride:
     timeout = STEP_TIMEOUT_MS.get(state)
     deadline = None if state in TERMINAL or timeout is None else now_ms + timeout
-    return dataclasses.replace(ride, state=state, deadline_ms=deadline, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(ride, state=state, deadline_ms=deadline, resends=0, **changes)  # type: ignore[arg-type]
 
 
-def resend_wait_ms(state: State, deadline_ms: int | None, now_ms: int) -> int:
-    """How long a re-sent command waits before it may be re-sent again: the step's timeout
-    plus twice the time the timeout itself took to arrive (capped). A timeout that arrives
-    late says the saga's queues are behind; the first command, or its reply, is likely still
-    in them, and re-sending at the usual pace would add duplicates faster than the backlog
-    drains: a retry storm that keeps the system slow after the load that caused it is gone."""
+def resend_wait_ms(state: State, deadline_ms: int | None, now_ms: int, resends: int = 0) -> int:
+    """How long a re-sent command waits before it may be re-sent again: the step's timeout,
+    doubled for each re-send before it, plus twice the time the timeout itself took to
+    arrive; at most MAX_RESEND_EXTRA_MS more than the timeout. A step that keeps timing out
+    is probably waiting on a participant that is behind (its queue holds the first
+    command), and a late timeout says trip's own queues are behind: re-sending at the
+    usual pace would add duplicates faster than the backlog drains, a retry storm that
+    keeps the system slow after the load that caused it is gone."""
+    timeout = STEP_TIMEOUT_MS[state]
     late = max(0, now_ms - deadline_ms) if deadline_ms is not None else 0
-    return STEP_TIMEOUT_MS[state] + min(2 * late, MAX_RESEND_EXTRA_MS)
+    backoff = timeout * ((1 << min(resends, 8)) - 1)
+    return timeout + min(backoff + 2 * late, MAX_RESEND_EXTRA_MS)
 
 
 def _resend(ride: Ride, now_ms: int) -> Ride:
     """The ride, in the same state, waiting for the re-sent command (resend_wait_ms)."""
-    return dataclasses.replace(ride, deadline_ms=now_ms + resend_wait_ms(ride.state, ride.deadline_ms, now_ms))
+    wait = resend_wait_ms(ride.state, ride.deadline_ms, now_ms, ride.resends)
+    return dataclasses.replace(ride, deadline_ms=now_ms + wait, resends=ride.resends + 1)
 
 
 def new_ride(

@@ -261,3 +261,19 @@ def test_whatever_arrives_the_saga_keeps_its_promises(events: list[saga.Event]) 
 def test_terminal_states_have_no_deadline(state: State) -> None:
     ride, _ = run(RIDE, RideRequested(), PaymentDeclined("card_declined"))
     assert ride.deadline_ms is None or state != ride.state
+
+
+def test_each_resend_of_one_step_waits_twice_as_long_up_to_a_bound_and_a_new_step_starts_over() -> None:
+    ride, _ = run(RIDE, RideRequested(), PaymentAuthorized("h1", 1234))
+    waits = []
+    for _ in range(5):  # every timeout arrives on time: only the count of re-sends grows
+        assert ride.deadline_ms is not None
+        now = ride.deadline_ms
+        decision = saga.decide(ride, StepTimedOut("MATCHING", 1), now)
+        assert decision.commands == [ReserveDriver(1, ())], "the same command, every time"
+        ride = decision.ride
+        waits.append(ride.deadline_ms - now)  # type: ignore[operator]
+    timeout = saga.STEP_TIMEOUT_MS[State.MATCHING]
+    assert waits == [timeout, 2 * timeout, 4 * timeout, timeout + saga.MAX_RESEND_EXTRA_MS, timeout + 60_000]
+    offered_now = saga.decide(ride, DriverOffered("d1", 7, 1), NOW).ride
+    assert offered_now.resends == 0, "the next step's timeouts start from its own timeout"
