@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -95,3 +96,24 @@ def book_ride(stub: rider_pb2_grpc.RiderServiceStub, name: str) -> rider_pb2.Rid
     """A new rider called `name` and one ride requested for them."""
     rider = RiderClient(stub=stub, retry=ONCE).create_rider(name)
     return request_ride(stub, rider.rider_id)
+
+
+def chromium(page: Path, screenshot: str, window: str, profile: Path) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Loads a local page in headless Chromium (the flags the machine's closed network
+    needs): its rendered DOM (stdout) and console log (stderr), and a screenshot left in
+    reports/<screenshot>; returns the DOM run and the screenshot run's stderr."""
+    report = paths.REPO / "reports"
+    report.mkdir(exist_ok=True)
+    chrome = [
+        "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+    ]  # fmt: skip
+    dom = subprocess.run(
+        [*chrome, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    )
+    shot = subprocess.run(
+        [*chrome, f"--screenshot={report / screenshot}", f"--window-size={window}", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    return dom, shot.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import urllib.request
 import uuid
 from pathlib import Path
@@ -18,7 +17,7 @@ from services.rider.client import DOWNTOWN, WHARF, RiderClient
 from services.runtime.messages import decode
 from services.runtime.topology import INFRA, Group
 from tests.e2e.rides import LOS_ANGELES, PATIENT
-from tests.support import db_rows, ride_story, ridectl, wait_for
+from tests.support import chromium, db_rows, ride_story, ridectl, wait_for
 
 
 def _book(pickup: tuple[float, float], cancel: bool = False) -> str:
@@ -183,20 +182,8 @@ def _check_page(ride_id: str, found: dict[str, Any], tmp_path: Path) -> None:
     page = tmp_path / "ride.html"
     result = ridectl("explain", ride_id, "--html", str(page))
     assert result.returncode == 0, result.stderr
+    dom, shot_log = chromium(page, "explain.png", "1500,1800", tmp_path / "profile")
     report = paths.REPO / "reports"
-    report.mkdir(exist_ok=True)
-    chrome = [
-        "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-    ]  # fmt: skip
-    dom = subprocess.run(
-        [*chrome, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
-    )
-    shot = subprocess.run(
-        [*chrome, f"--screenshot={report / 'explain.png'}", "--window-size=1500,1800", page.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert [line for line in console if "Error" in line or "Uncaught" in line] == [], console
     summary = re.search(r'<span id="summary">(\d+) spans drawn, (\d+) on the critical path', dom.stdout)
@@ -205,7 +192,7 @@ def _check_page(ride_id: str, found: dict[str, Any], tmp_path: Path) -> None:
     assert spans_on_page == len(re.findall(r'<rect class="span"', dom.stdout)) >= len(found["trace"]["spans"])
     assert int(summary.group(2)) >= len(found["critical_path"]) > 0
     assert ride_id in dom.stdout and found["ride"]["trace_id"] in dom.stdout
-    assert (report / "explain.png").stat().st_size > 10_000, shot.stderr[-500:]
+    assert (report / "explain.png").stat().st_size > 10_000, shot_log[-500:]
 
 
 def test_a_cancelled_rides_compensations_are_told_in_the_order_they_ran() -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from deploy.local import paths
 from ridesaga.rider.v1 import rider_pb2, rider_pb2_grpc
 from services.runtime.topology import SERVICES
-from tests.support import book_ride, ride_story, ridectl, sidecar_channel, wait_for
+from tests.support import book_ride, chromium, ride_story, ridectl, sidecar_channel, wait_for
 
 APPS = {s.name for s in SERVICES} | {"fleet"}
 SIDECARS = {s.sidecar for s in SERVICES}
@@ -138,20 +137,8 @@ def test_the_html_page_loads_in_chromium_and_shows_every_span(tmp_path: Path) ->
     assert written.returncode == 0, written.stderr
     wrote = re.search(r"wrote (\d+) spans", written.stderr)
     assert wrote is not None, written.stderr
+    dom, shot_log = chromium(page, "trace.png", "1400,2400", tmp_path / "profile")
     report = paths.REPO / "reports"
-    report.mkdir(exist_ok=True)
-    chrome = [
-        "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-    ]  # fmt: skip
-    dom = subprocess.run(
-        [*chrome, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
-    )
-    shot = subprocess.run(
-        [*chrome, f"--screenshot={report / 'trace.png'}", "--window-size=1400,2400", page.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
     console_errors = [
         line for line in dom.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)
     ]
@@ -161,4 +148,4 @@ def test_the_html_page_loads_in_chromium_and_shows_every_span(tmp_path: Path) ->
     summary = re.search(r'<span id="summary">(\d+) spans from (\d+) services', dom.stdout)
     assert summary is not None, "the page's script ran"
     assert int(summary.group(1)) == rendered
-    assert (report / "trace.png").stat().st_size > 10_000, shot.stderr[-500:]
+    assert (report / "trace.png").stat().st_size > 10_000, shot_log[-500:]
