@@ -146,6 +146,14 @@ def new_transactional_producer(
 Position = tuple[str, int, int]
 
 
+def _consumer_failed(record: Message) -> bool:
+    """Whether the consumer reported a fatal error: after one it never fetches again.
+    (Seen when Kafka restarts: the rejoining consumer is "fenced by other consumer with
+    same group.instance.id", its own earlier membership.)"""
+    error = record.error()
+    return error is not None and (error.fatal() or error.code() == KafkaError._FATAL)
+
+
 def position(record: Message) -> Position:
     return record.topic() or "", record.partition() or 0, record.offset() or 0
 
@@ -211,6 +219,15 @@ class TransactionalLoop:
         try:
             while not stopping.is_set():
                 records = await loop.run_in_executor(None, self._fetch, consumer)
+                if any(_consumer_failed(r) for r in records):
+                    # A fatal consumer error ends that consumer: it never fetches again.
+                    # Nothing of this batch was committed; a new consumer starts from the
+                    # committed offsets.
+                    log.warning(
+                        "the consumer failed fatally; replacing it", extra={"fields": {"loop": self.config.name}}
+                    )
+                    consumer = await self._replace_consumer(consumer)
+                    continue
                 records = [r for r in records if not self._transport_error(r)]
                 if not records:
                     continue
@@ -243,6 +260,11 @@ class TransactionalLoop:
         if first is None:
             return []
         return [first, *consumer.consume(self.config.batch_max - 1, 0)]
+
+    async def _replace_consumer(self, consumer: Consumer) -> Consumer:
+        with contextlib.suppress(KafkaException, ProducerStuck, RuntimeError):
+            await bounded(consumer.close, timeout=REWIND_SECONDS)
+        return self._consumer()
 
     def _transport_error(self, record: Message) -> bool:
         error = record.error()
@@ -365,9 +387,7 @@ class TransactionalLoop:
                 "committed offsets unreadable; replacing the consumer",
                 extra={"fields": {"loop": self.config.name, "error": repr(lost)}},
             )
-            with contextlib.suppress(KafkaException, ProducerStuck):
-                await bounded(consumer.close, timeout=REWIND_SECONDS)
-            consumer = self._consumer()
+            consumer = await self._replace_consumer(consumer)
         return producer, consumer
 
     async def _abort_or_replace(self, producer: Producer, replace: bool) -> Producer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -206,3 +207,84 @@ def test_a_consumer_that_cannot_read_its_offsets_is_replaced_and_nothing_is_lost
     assert done, f"missing outputs for {sorted(expected - seen)}"
     assert loop.rewinds_refused == 1
     assert any(r.getMessage() == "committed offsets unreadable; replacing the consumer" for r in caplog.records)
+
+
+def _fence_by_intruder(config: LoopConfig, topic: str) -> None:
+    """Joins the loop's group with the loop's own group.instance.id, as a second process
+    with the same static identity would: the broker fences the loop's consumer (a fatal
+    error for it), then this intruder goes away."""
+    intruder = Consumer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": config.group_id,
+            "group.instance.id": config.transactional_id,
+            "session.timeout.ms": 6000,
+            "enable.auto.commit": False,
+        }
+    )
+    intruder.subscribe([topic])
+    try:
+        while not intruder.assignment():
+            intruder.poll(0.2)
+    finally:
+        intruder.close()
+
+
+def test_a_consumer_fenced_by_its_own_static_identity_is_replaced_and_nothing_is_lost(topics: tuple[str, str]) -> None:
+    """Seen when Kafka restarts: the loop's consumer rejoins and the broker answers "static
+    consumer fenced by other consumer with same group.instance.id", a fatal error after
+    which that consumer never fetches again. The loop must replace it."""
+
+    async def echo(env: saga_pb2.Envelope) -> list[Outgoing]:
+        return _reply(env, topics[1])
+
+    loop = _loop(topics, echo)
+    reader = Consumer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    reader.subscribe([topics[1]])
+
+    async def committed(expected: set[str], seen: set[str], timeout: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not expected <= seen and asyncio.get_running_loop().time() < deadline:
+            await asyncio.get_running_loop().run_in_executor(None, _committed_ids, reader, seen)
+        return expected <= seen
+
+    replaced = threading.Event()
+
+    class Replaced(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "the consumer failed fatally; replacing it":
+                replaced.set()
+
+    async def scenario() -> tuple[set[str], bool]:
+        stopping = asyncio.Event()
+        task = asyncio.create_task(loop.run(stopping))  # one run throughout: one consumer unless replaced
+        seen: set[str] = set()
+        try:
+            before = set(_send(topics[0], 3))
+            assert await committed(before, seen, 60), f"missing outputs before the fence: {sorted(before - seen)}"
+            await asyncio.get_running_loop().run_in_executor(None, _fence_by_intruder, loop.config, topics[0])
+            # No record is in flight, so only the consumer's own fatal error can tell the
+            # loop; the next records are sent once it has.
+            assert await asyncio.get_running_loop().run_in_executor(None, replaced.wait, 60), "no replacement"
+            after = set(_send(topics[0], 3))
+            return seen, await committed(after, seen, 60)
+        finally:
+            stopping.set()
+            await asyncio.wait_for(task, 30)
+            reader.close()
+
+    watcher = Replaced()
+    logging.getLogger("services.blocks.exactly_once").addHandler(watcher)
+    try:
+        _, done = asyncio.run(scenario())
+    finally:
+        logging.getLogger("services.blocks.exactly_once").removeHandler(watcher)
+    assert done, "the loop stopped consuming after its consumer was fenced"
