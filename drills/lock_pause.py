@@ -24,8 +24,10 @@ from ridesaga.saga.v1 import saga_pb2
 from services.blocks.clocks import HybridLogicalClock
 from services.blocks.failure_detectors import PhiAccrualDetector
 from services.blocks.fencing import FencedLock, Lease
-from services.driver.adapters import DriverLocations
+from services.driver.adapters import DriverLocations, Nearby
+from services.driver.cluster import Cluster, Solo
 from services.driver.domain import NearbyQuery
+from services.driver.matching import Matching
 from services.driver.offers import OfferHub
 from services.driver.participant import RESERVE_LEASE_MS, DriverParticipant
 from services.exhibits.redlock import Redlock
@@ -83,8 +85,8 @@ class OnlyTheDrillDriver(DriverLocations):
         super().__init__(client)
         self.driver_id = driver_id
 
-    async def nearby(self, query: NearbyQuery) -> list[tuple[str, float, float | None]]:
-        return [(str(self.driver_id), 0.0, time.time() * 1000)]
+    async def nearby(self, query: NearbyQuery) -> list[Nearby]:
+        return [Nearby(str(self.driver_id), 0.0, time.time() * 1000, query.center)]
 
 
 async def _write(sql: str, params: tuple[Any, ...]) -> bool:
@@ -161,7 +163,8 @@ async def _fenced(client: aioredis.Redis, driver_id: uuid.UUID) -> dict[str, Any
     async with AsyncConnectionPool(DRIVER_DB, min_size=1, max_size=4, open=False) as pool:
 
         def participant(lock: FencedLock) -> DriverParticipant:
-            return DriverParticipant(pool, locations, lock, OfferHub(), clock, PhiAccrualDetector())
+            matching = Matching(locations, PhiAccrualDetector(), Cluster(Solo()))
+            return DriverParticipant(pool, locations, lock, OfferHub(), clock, matching)
 
         a = asyncio.create_task(_handled(participant(paused), _reserve_command(clock, ride_a)))
         try:

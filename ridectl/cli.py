@@ -39,6 +39,12 @@ def _breakers() -> dict[str, object]:
     return {str(k): json.loads(v) for k, v in raw.items()}
 
 
+def _members(args: argparse.Namespace) -> int:
+    from ridectl.members import members
+
+    return members(args)
+
+
 def _status(args: argparse.Namespace) -> int:
     found = lifecycle.status()
     total_kb = sum(s.rss_kb for s in found)
@@ -190,6 +196,7 @@ def parser() -> argparse.ArgumentParser:
     simple("up", _up, "start the local stack and wait until it is healthy", json_flag=False)
     simple("down", _down, "stop the local stack and every process it started", json_flag=False)
     simple("probe", _probe, "call rider through its sidecar and follow the mesh to psp")
+    simple("members", _members, "each driver replica's view of the cluster (SWIM); exit 1 unless all agree")
     simple("check", _check, "check the correctness properties over the live system (exit 1 if violated)")
     demo = simple("demo", _demo, "book one ride, wait for it, print its saga timeline and trace id")
     demo.add_argument("--timeout", type=float, default=90.0)

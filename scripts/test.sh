@@ -40,12 +40,12 @@ echo "test: unit, integration and end-to-end tiers"
 echo "test: lifecycle tier (stops the stack and checks nothing is left)"
 "$VENV/bin/pytest" tests/lifecycle || rc=1
 
-echo "test: quorum tier (ZooKeeper as a three-node ensemble, two payment replicas)"
+echo "test: quorum tier (ZooKeeper as a three-node ensemble, two payment replicas, three driver replicas)"
 rm -rf "$RIDESAGA_RUN_DIR"
-if ZK_NODES=3 REPLICAS=payment=2 "$VENV/bin/ridectl" up; then
+if ZK_NODES=3 REPLICAS=payment=2 DRIVERS=3 "$VENV/bin/ridectl" up; then
   "$VENV/bin/pytest" tests/quorum || rc=1
 else
-  echo "test: the stack did not come up with ZK_NODES=3 REPLICAS=payment=2; logs are in $RIDESAGA_RUN_DIR/logs" >&2
+  echo "test: the stack did not come up with ZK_NODES=3 REPLICAS=payment=2 DRIVERS=3; logs are in $RIDESAGA_RUN_DIR/logs" >&2
   rc=1
 fi
 

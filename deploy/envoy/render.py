@@ -22,10 +22,12 @@ from services.runtime.topology import (
     KUBERNETES,
     LOCAL,
     LOOPBACK,
+    MEMBER_HEADER,
     SERVICES,
     STREAMS,
     ServiceSpec,
     Target,
+    member_address,
     replicas_of,
     service,
 )
@@ -122,6 +124,15 @@ def _unary_route(prefix: str, cluster: str, retries: bool) -> Config:
 def _routes(prefix: str, cluster: str, retries: bool) -> list[Config]:
     streams = [_stream_route(path, cluster) for path in STREAMS if path.startswith(prefix)]
     return [*streams, _unary_route(prefix, cluster, retries)]
+
+
+def _member_routes(peer: ServiceSpec) -> list[Config]:
+    """Replica to replica within the driver cluster: a call carrying the peer's address in
+    MEMBER_HEADER goes to that replica's sidecar, not to whichever the balancer picks."""
+    header = [{"name": MEMBER_HEADER, "string_match": {"exact": member_address(peer)}}]
+    cluster = f"member-{peer.name}"
+    routes = _routes(f"/{peer.grpc_service}/", cluster, retries=False)
+    return [{**route, "match": {**route["match"], "headers": header}} for route in routes]
 
 
 def _fault_filter() -> Config:
@@ -236,11 +247,17 @@ def sidecar_config(
     ingress_routes = _routes("/", "local_app", retries=False)
     ingress = _address(spec.ingress_port, target.public_bind)
     listeners = [_listener("ingress", ingress, ingress_routes, spec.sidecar, percent, ingress_filters)]
-    if upstreams:
-        routes = [r for callee in upstreams for r in _routes(f"/{callee.grpc_service}/", callee.name, retries=True)]
+    # The driver cluster's replicas reach each other by address (forwarding to an owner).
+    base = next(s for s in SERVICES if s.grpc_service == spec.grpc_service)
+    clustered = base.name == "driver" and not target.by_name
+    peers = [r for r in replicas_of(base, counts) if r.name != spec.name] if clustered else []
+    if upstreams or peers:
+        routes = [r for peer in peers for r in _member_routes(peer)]
+        routes += [r for callee in upstreams for r in _routes(f"/{callee.grpc_service}/", callee.name, retries=True)]
         listeners.append(_listener("egress", _address(spec.egress_port), routes, spec.sidecar, percent, []))
     clusters = [
         _cluster("local_app", [(LOOPBACK, spec.app_port)]),
+        *(_cluster(f"member-{peer.name}", [(LOOPBACK, peer.ingress_port)]) for peer in peers),
         *(_cluster(callee.name, _callee_endpoints(callee, counts, target), upstream=True) for callee in upstreams),
         _cluster(JAEGER_CLUSTER, [(target.host("jaeger"), target.infra.jaeger_otlp_grpc)]),
     ]

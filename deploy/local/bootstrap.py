@@ -59,13 +59,15 @@ def missing_debian_packages() -> list[str]:
         missing.append("maven")
     if shutil.which("chromium") is None:
         missing.append("chromium")  # the tests load `ridectl trace --html` pages in it, headless
+    if shutil.which("nft") is None:
+        missing.append("nftables")  # the partition drills drop loopback packets with it (drills/partition.py)
     return missing
 
 
 def debian_packages() -> None:
     missing = missing_debian_packages()
     if not missing:
-        say("debian", "postgresql, redis-server, java, maven, chromium present")
+        say("debian", "postgresql, redis-server, java, maven, chromium, nft present")
         return
     if os.geteuid() != 0:
         raise BootstrapError(

@@ -19,6 +19,7 @@ from services.runtime.topology import (
     SERVICES,
     SWEEPERS,
     ServiceSpec,
+    member_address,
     replicas_of,
     zookeeper_hosts,
     zookeeper_ports,
@@ -229,6 +230,9 @@ def _service_and_sidecar(
             "RIDESAGA_REPLICA": str(number),
         }
     )
+    if spec.name == "driver":  # the cluster: each replica joins through all of them
+        own["RIDESAGA_MEMBER"] = member_address(copy)
+        own["RIDESAGA_SEEDS"] = ",".join(member_address(r) for r in replicas_of(spec, stack.replica_counts()))
     return [
         Component(
             copy.name,

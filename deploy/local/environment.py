@@ -1,6 +1,6 @@
 """The one module of the command line's process (and the bootstrap's) that reads the
 environment: where the run directory and the cache are, the JDK, and the stack modes a
-user asks for with `make up ZK_NODES=3 REPLICAS=payment=2` and friends. Standard library
+user asks for with `make up ZK_NODES=3 REPLICAS=payment=2 DRIVERS=3` and friends. Standard library
 only, apart from the stack description: the bootstrap imports it before the virtualenv
 exists.
 
@@ -46,6 +46,14 @@ def _pairs(variable: str, raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
+def _with_drivers(replicas: tuple[tuple[str, int], ...], drivers: int | None) -> tuple[tuple[str, int], ...]:
+    """DRIVERS=N, the driver cluster's size, as REPLICAS=driver=N would say it."""
+    if drivers is None:
+        return replicas
+    others = tuple(pair for pair in replicas if pair[0] != "driver")
+    return (*others, ("driver", drivers)) if drivers != 1 else others
+
+
 def _seconds(variable: str, raw: str) -> tuple[float, float]:
     from deploy.local.errors import StackError
 
@@ -78,6 +86,9 @@ def requested_stack(previous: Stack | None) -> Stack:
     if nodes is not None and not nodes.isdigit():
         raise StackError(f"ZK_NODES must be 1 or 3, got {nodes!r}")
     replicas = env.get("REPLICAS") or None
+    drivers = env.get("DRIVERS") or None
+    if drivers is not None and not drivers.isdigit():
+        raise StackError(f"DRIVERS must be the number of driver replicas, 1..3, got {drivers!r}")
     size = env.get("RIDESAGA_FLEET_SIZE") or None
     if size is not None and not size.isdigit():
         raise StackError(f"RIDESAGA_FLEET_SIZE must be an integer in 1..1000, got {size!r}")
@@ -87,7 +98,9 @@ def requested_stack(previous: Stack | None) -> Stack:
     ride = env.get("RIDESAGA_FLEET_RIDE_SECONDS") or None
     return Stack(
         zookeeper_nodes=int(nodes) if nodes else base.zookeeper_nodes,
-        replicas=_pairs("REPLICAS", replicas) if replicas is not None else base.replicas,
+        replicas=_with_drivers(
+            _pairs("REPLICAS", replicas) if replicas is not None else base.replicas, int(drivers) if drivers else None
+        ),
         clock_skew_ms=_pairs("RIDESAGA_CLOCK_SKEW", env.get("RIDESAGA_CLOCK_SKEW", "")),
         fleet_size=int(size) if size else Stack.fleet_size,
         fleet_accept_rate=_number("RIDESAGA_FLEET_ACCEPT_RATE", rate) if rate else None,

@@ -4,12 +4,20 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
 from services.driver.domain import Driver, NearbyQuery, Position
+
+
+class Nearby(NamedTuple):
+    driver_id: str
+    distance_km: float
+    heard_ms: float | None  # when the driver was last heard from, by any replica
+    where: Position
+
 
 GEO_KEY = "drivers:geo"
 HEARD_KEY = "drivers:last_heard_ms"
@@ -86,8 +94,8 @@ class DriverLocations:
             pipe.zadd(HEARD_KEY, {member: heard_ms})
             await pipe.execute()
 
-    async def nearby(self, query: NearbyQuery) -> list[tuple[str, float, float | None]]:
-        """(driver_id, distance_km, last_heard_ms), nearest first."""
+    async def nearby(self, query: NearbyQuery) -> list[Nearby]:
+        """The drivers within the query's radius, nearest first."""
         found: list[Any] = await self.client.geosearch(
             GEO_KEY,
             longitude=query.center.lng,
@@ -96,13 +104,24 @@ class DriverLocations:
             unit="km",
             sort="ASC",
             withdist=True,
+            withcoord=True,
         )
         if not found:
             return []
-        members = [str(m.decode() if isinstance(m, bytes) else m) for m, _ in found]
-        distances = [float(dist) for _, dist in found]
+        members = [str(m.decode() if isinstance(m, bytes) else m) for m, _, _ in found]
         heard = await self.client.zmscore(HEARD_KEY, members)
-        return list(zip(members, distances, heard, strict=True))
+        return [
+            Nearby(member, float(dist), when, Position(float(lat), float(lng)))
+            for member, (_, dist, (lng, lat)), when in zip(members, found, heard, strict=True)
+        ]
+
+    async def where(self, driver_id: str) -> Position | None:
+        """The driver's last known position, None for a driver never located."""
+        found: list[Any] = await self.client.geopos(GEO_KEY, driver_id)
+        if not found or found[0] is None:
+            return None
+        lng, lat = found[0]
+        return Position(float(lat), float(lng))
 
     async def ready(self) -> bool:
         try:

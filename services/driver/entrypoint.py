@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 import redis.asyncio as aioredis
@@ -21,8 +21,13 @@ from services.blocks.clocks import HybridLogicalClock
 from services.blocks.exactly_once import LoopConfig, TransactionalLoop
 from services.blocks.failure_detectors import PhiAccrualDetector
 from services.blocks.fencing import FencedLock
+from services.blocks.ring import RESOLUTION
 from services.driver import domain
 from services.driver.adapters import DriverLocations, DriverRegistry
+from services.driver.cluster import Cluster
+from services.driver.forwarding import Peers, forwarded
+from services.driver.matching import Matching
+from services.driver.membership import Membership
 from services.driver.offers import OfferHub
 from services.driver.participant import DriverParticipant
 from services.runtime import config, db, validation
@@ -39,6 +44,8 @@ SPEC = service("driver")
 # An acceptance is answered once the saga has taken it; the app calls with a 5 s deadline.
 ACCEPT_WAIT_SECONDS = 3.0
 ACCEPT_POLL_SECONDS = 0.02
+# How often an offer stream checks that its driver's cell is still its replica's.
+OWNER_CHECK_SECONDS = 1.0
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +62,8 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         publisher: Publisher,
         clock: HybridLogicalClock,
         detector: PhiAccrualDetector,
+        membership: Membership,
+        peers: Peers,
     ) -> None:
         self.registry = registry
         self.locations = locations
@@ -62,6 +71,10 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         self.hub = hub
         self.publisher = publisher
         self.clock = clock
+        self.membership = membership
+        self.cluster = Cluster(membership)
+        self.peers = peers
+        self.matching = Matching(locations, detector, self.cluster, peers)
 
     async def WatchOffers(
         self, request: driver_pb2.WatchOffersRequest, context: Context
@@ -73,6 +86,51 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         except (InvalidArgument, NotFound) as error:
             await context.abort(error.code, str(error))
             return
+        owner = await self._owner(str(driver_id))
+        if owner != self.cluster.me and not forwarded(context.invocation_metadata()):
+            offers = self._relayed(owner, str(driver_id), context)  # one hop to the owner
+        else:
+            offers = self._offers_here(driver_id)
+        moved = asyncio.ensure_future(self._moved(str(driver_id), owner))
+        try:
+            while True:
+                following = asyncio.ensure_future(anext(offers))
+                await asyncio.wait({following, moved}, return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    following.cancel()
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"driver {request.driver_id} is now served by replica {moved.result()}: watch offers again",
+                    )
+                try:
+                    yield following.result()
+                except StopAsyncIteration:
+                    return
+        finally:
+            moved.cancel()
+            await offers.aclose()
+
+    async def _owner(self, driver_id: str) -> str:
+        """The replica owning the driver's cell; this one for a driver never located."""
+        where = await self.locations.where(driver_id)
+        return self.cluster.owner(where) if where is not None else self.cluster.me
+
+    async def _moved(self, driver_id: str, owner: str) -> str:
+        """Returns the new owner once the driver's cell is no longer `owner`'s (membership
+        changed, or the driver crossed into another replica's cell): the stream moves."""
+        while (now := await self._owner(driver_id)) == owner:
+            await asyncio.sleep(OWNER_CHECK_SECONDS)
+        log.info("offer stream handed over", extra={"fields": {"driver_id": driver_id, "from": owner, "to": now}})
+        return now
+
+    async def _relayed(self, owner: str, driver_id: str, context: Context) -> AsyncGenerator[driver_pb2.Offer]:
+        try:
+            async for offer in self.peers.watch_offers(owner, driver_id):
+                yield offer
+        except grpc.aio.AioRpcError as error:
+            await context.abort(error.code(), f"replica {owner}, serving driver {driver_id}: {error.details()}")
+
+    async def _offers_here(self, driver_id: uuid.UUID) -> AsyncGenerator[driver_pb2.Offer]:
         queue = self.hub.connect(str(driver_id))
         try:
             # An offer made while this app was away is sent first; it may also be on its
@@ -92,6 +150,25 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
                 sent = None
         finally:
             self.hub.disconnect(str(driver_id), queue)
+
+    @grpc_errors
+    async def DeliverOffer(
+        self, request: driver_pb2.DeliverOfferRequest, context: Context
+    ) -> driver_pb2.DeliverOfferReply:
+        driver_id = validation.identifier("driver_id", request.driver_id)
+        return driver_pb2.DeliverOfferReply(delivered=self.hub.push(str(driver_id), request.offer))
+
+    async def Members(self, request: driver_pb2.MembersRequest, context: Context) -> driver_pb2.MembersReply:
+        return driver_pb2.MembersReply(
+            me=self.cluster.me,
+            members=[
+                driver_pb2.Member(
+                    member=m.member, state=m.state, incarnation=m.incarnation, changed_at_ms=int(m.changed_at * 1000)
+                )
+                for m in self.membership.view()
+            ],
+            cell_resolution=RESOLUTION,
+        )
 
     async def _reserved(self, ride_id: str, driver_id: str, fence: int) -> tuple[uuid.UUID, uuid.UUID]:
         ride = validation.identifier("ride_id", ride_id)
@@ -172,17 +249,26 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
     async def StreamHeartbeats(
         self, request_iterator: AsyncIterator[driver_pb2.Heartbeat], context: Context
     ) -> driver_pb2.HeartbeatSummary:
+        """Any replica takes a driver's heartbeats and records the position; the owner of
+        the driver's cell alone feeds its failure detector with them, so each is passed on
+        to the owner (one hop: a relayed heartbeat is never passed on again)."""
         received = 0
         known: set[str] = set()
+        relayed = forwarded(context.invocation_metadata())
         async for beat in request_iterator:
             driver_id = validation.identifier("driver_id", beat.driver_id)
             where = domain.position("location", beat.location.lat, beat.location.lng)
-            if beat.driver_id not in known:
-                if not await self.registry.exists(driver_id):
-                    raise NotFound("driver", beat.driver_id)
-                known.add(beat.driver_id)
-            await self.locations.record(driver_id, where, _now_ms())
-            self.detector.heartbeat(str(driver_id), time.monotonic() * 1000)
+            if not relayed:
+                if beat.driver_id not in known:
+                    if not await self.registry.exists(driver_id):
+                        raise NotFound("driver", beat.driver_id)
+                    known.add(beat.driver_id)
+                await self.locations.record(driver_id, where, _now_ms())
+            owner = self.cluster.owner(where)
+            if relayed or owner == self.cluster.me:
+                self.detector.heartbeat(str(driver_id), time.monotonic() * 1000)
+            else:
+                self.peers.relay_heartbeat(owner, beat)
             received += 1
         return driver_pb2.HeartbeatSummary(received=received)
 
@@ -197,12 +283,11 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
             request.radius_km,
             request.limit,
         )
-        now, monotonic = _now_ms(), time.monotonic() * 1000
-        available = [
-            driver_pb2.NearbyDriver(driver_id=driver_id, distance_km=distance)
-            for driver_id, distance, heard in await self.locations.nearby(query)
-            if domain.is_available(heard, now, self.detector.suspect(driver_id, monotonic))
-        ]
+        if request.owned_only:
+            found = await self.matching.owned(query)
+        else:
+            found = await self.matching.available(query)
+        available = [driver_pb2.NearbyDriver(driver_id=driver_id, distance_km=km) for driver_id, km in found]
         return driver_pb2.FindNearbyDriversReply(drivers=available[: query.limit])
 
     async def Probe(self, request: common_pb2.ProbeRequest, context: Context) -> common_pb2.ProbeReply:
@@ -227,10 +312,13 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     publisher = Publisher(settings.kafka_bootstrap)
     registry, locations = DriverRegistry(pool), DriverLocations(client)
     detector = PhiAccrualDetector()
-    driver_pb2_grpc.add_DriverServiceServicer_to_server(
-        DriverServicer(registry, locations, hub, publisher, clock, detector), server
-    )
-    participant = DriverParticipant(pool, locations, FencedLock(client), hub, clock, detector)
+    me, seeds = config.membership()
+    membership = Membership(me, seeds)
+    await membership.start()
+    peers = Peers(me, settings.egress_target)
+    servicer = DriverServicer(registry, locations, hub, publisher, clock, detector, membership, peers)
+    driver_pb2_grpc.add_DriverServiceServicer_to_server(servicer, server)
+    participant = DriverParticipant(pool, locations, FencedLock(client), hub, clock, servicer.matching)
     loop = TransactionalLoop(
         LoopConfig.for_group(Group.DRIVER, settings.kafka_bootstrap, Group.DRIVER.topics, config.replica_suffix()),
         participant.handle,
@@ -239,6 +327,8 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     lifecycle.on_close(pool.close)
     lifecycle.on_close(client.aclose)
     lifecycle.on_close(publisher.close)
+    lifecycle.on_close(peers.close)
+    lifecycle.on_close(membership.leave)  # run first: the others hear of a graceful leave at once
     lifecycle.spawn(Group.DRIVER, loop.run)
     lifecycle.spawn("reap-handled-commands", retention.reaper(pool, "handled_commands"))
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from typing import Any
 
+import grpc
 from opentelemetry import propagate
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -24,11 +24,11 @@ from redis.exceptions import RedisError
 from ridesaga.driver.v1 import driver_pb2
 from ridesaga.saga.v1 import saga_pb2
 from services.blocks.clocks import HybridLogicalClock
-from services.blocks.failure_detectors import PhiAccrualDetector
 from services.blocks.fencing import FencedLock, Lease
 from services.blocks.inbox import Inbox
 from services.driver import domain, fenced_reservations
 from services.driver.adapters import DriverLocations, DriverRegistry
+from services.driver.matching import Matching
 from services.driver.offers import OfferHub
 from services.runtime.messages import Outgoing, Poison, envelope, observe, outgoing
 from services.runtime.topology import Topic
@@ -48,11 +48,11 @@ class DriverParticipant:
         lock: FencedLock,
         hub: OfferHub,
         clock: HybridLogicalClock,
-        detector: PhiAccrualDetector,
+        matching: Matching,
     ) -> None:
         self.pool = pool
         self.lock = lock
-        self.detector = detector
+        self.matching = matching
         self.locations = locations
         self.hub = hub
         self.clock = clock
@@ -81,7 +81,22 @@ class DriverParticipant:
                 log.warning("offer not recorded", extra={"fields": {"ride_id": offer.ride_id, "error": repr(error)}})
                 standing = True
             if standing:
-                self.hub.push(driver_id, offer)
+                await self._push(driver_id, offer)
+
+    async def _push(self, driver_id: str, offer: driver_pb2.Offer) -> None:
+        """To the app's stream, which the owner of the driver's cell serves (one hop)."""
+        where = await self.locations.where(driver_id)
+        owner = self.matching.cluster.owner(where) if where is not None else self.matching.cluster.me
+        if owner == self.matching.cluster.me or self.matching.peers is None:
+            self.hub.push(driver_id, offer)
+            return
+        try:
+            await self.matching.peers.deliver_offer(owner, driver_id, offer)
+        except grpc.aio.AioRpcError as error:  # the app is sent it when it reconnects
+            log.warning(
+                "offer not forwarded",
+                extra={"fields": {"ride_id": offer.ride_id, "member": owner, "code": error.code().name}},
+            )
 
     async def handle(self, env: saga_pb2.Envelope) -> list[Outgoing]:
         observe(self.clock, env)
@@ -119,14 +134,9 @@ class DriverParticipant:
         cmd = env.reserve_driver
         center = domain.position("pickup", cmd.pickup.lat, cmd.pickup.lng)
         query = domain.nearby_query(center, MATCH_RADIUS_KM, CANDIDATES)
-        now, monotonic = time.time() * 1000, time.monotonic() * 1000
         excluded = set(cmd.exclude_driver_ids)
-        candidates = [
-            driver_id
-            for driver_id, _, heard in await self.locations.nearby(query)
-            if domain.is_available(heard, now, self.detector.suspect(driver_id, monotonic))
-            and driver_id not in excluded
-        ]
+        # Each replica judges the drivers of its own cells: the owners near the pickup are asked.
+        candidates = [driver_id for driver_id, _ in await self.matching.available(query) if driver_id not in excluded]
         reply_id = f"{env.message_id}:reply"
         leases: list[Lease] = []
         try:

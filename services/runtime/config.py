@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.blocks.clocks import HybridLogicalClock, skewed_wall_clock
-from services.runtime.topology import INFRA, service
+from services.runtime.topology import INFRA, member_address, service
 
 
 def _env(name: str, default: str) -> str:
@@ -59,6 +59,22 @@ def replica_suffix() -> str:
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"RIDESAGA_REPLICA must be a positive integer, got {raw!r}")
     return "" if raw == "1" else f"-{raw}"
+
+
+def _address(variable: str, raw: str) -> str:
+    host, _, port = raw.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{variable} must be host:port addresses, got {raw!r}")
+    return raw
+
+
+def membership() -> tuple[str, tuple[str, ...]]:
+    """A driver replica's identity in the cluster (services/runtime/topology.member_address)
+    and the members it joins through: by default a cluster of one."""
+    host = _env("RIDESAGA_HOST", "127.0.0.1")
+    me = _address("RIDESAGA_MEMBER", _env("RIDESAGA_MEMBER", member_address(service("driver"), host)))
+    seeds = tuple(_address("RIDESAGA_SEEDS", s.strip()) for s in _env("RIDESAGA_SEEDS", me).split(",") if s.strip())
+    return me, seeds
 
 
 def ride_request_limit() -> tuple[int, float]:

@@ -116,11 +116,23 @@ def zookeeper_hosts(nodes: int) -> str:
 
 
 REPLICA_PORT_STEP = 100
-# Services that can run more than one replica locally: they hold no per-process state
-# that another party depends on (driver's offer streams and trip's single orchestrator
-# group member do).
-REPLICABLE = ("payment", "psp")
+# Services that can run more than one replica locally. Payment and psp hold no
+# per-process state another party depends on; driver's replicas (its offer streams, its
+# failure detector) find each other by SWIM and split the drivers by the cells of a
+# consistent-hash ring (services/driver/cluster.py). Trip's orchestrator is one group member.
+REPLICABLE = ("payment", "psp", "driver")
 MAX_REPLICAS = 3
+
+
+# A call from one driver replica to another names its target in this header; the
+# caller's sidecar routes it to that replica's sidecar (deploy/envoy/render.py).
+MEMBER_HEADER = "x-ridesaga-member"
+
+
+def member_address(spec: ServiceSpec, host: str = "127.0.0.1") -> str:
+    """A driver replica's identity in the cluster: the address of its sidecar, which other
+    replicas forward to; its SWIM gossip goes over UDP to the same host and port number."""
+    return f"{host}:{spec.ingress_port}"
 
 
 def replica(spec: ServiceSpec, number: int) -> ServiceSpec:

@@ -21,6 +21,8 @@ from services.blocks.failure_detectors import PhiAccrualDetector
 from services.blocks.fencing import FencedLock
 from services.blocks.inbox import Inbox, Table
 from services.driver.adapters import DriverLocations
+from services.driver.cluster import Cluster, Solo
+from services.driver.matching import Matching
 from services.driver.offers import OfferHub
 from services.driver.participant import DriverParticipant
 from services.runtime.messages import Outgoing, envelope, outgoing
@@ -121,9 +123,9 @@ async def _participate(*commands: saga_pb2.Envelope) -> list[list[Outgoing]]:
     """Each command through the driver participant; release and confirm touch no Redis."""
     client = aioredis.Redis(host="127.0.0.1", port=INFRA.redis)
     async with AsyncConnectionPool(_dsn("driver"), min_size=1, max_size=2, open=False) as pool:
-        participant = DriverParticipant(
-            pool, DriverLocations(client), FencedLock(client), OfferHub(), CLOCK, PhiAccrualDetector()
-        )
+        locations = DriverLocations(client)
+        matching = Matching(locations, PhiAccrualDetector(), Cluster(Solo()))
+        participant = DriverParticipant(pool, locations, FencedLock(client), OfferHub(), CLOCK, matching)
         sent = [await participant.handle(command) for command in commands]
     await client.aclose()
     return sent

@@ -100,3 +100,23 @@ def test_a_replicated_callee_is_one_cluster_with_an_endpoint_per_replica() -> No
     endpoints = clusters["payment"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
     ports = [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints]
     assert ports == [service("payment").ingress_port, service("payment").ingress_port + 100]
+
+
+def test_a_driver_replica_reaches_each_peer_by_address_through_its_egress() -> None:
+    from deploy.envoy.render import all_sidecar_configs
+
+    configs = all_sidecar_configs(1.0, {"driver": 3})
+    routes = _route_list(configs["driver-2-envoy"], "egress")
+    targets = {
+        (r["match"].get("prefix") or r["match"]["path"], r["match"]["headers"][0]["string_match"]["exact"]): r["route"][
+            "cluster"
+        ]
+        for r in routes
+    }
+    assert targets[("/ridesaga.driver.v1.DriverService/", "127.0.0.1:7003")] == "member-driver"
+    assert targets[("/ridesaga.driver.v1.DriverService/WatchOffers", "127.0.0.1:7203")] == "member-driver-3"
+    assert not any(member == "127.0.0.1:7103" for _, member in targets)  # never itself
+    clusters = {c["name"]: c for c in configs["driver-2-envoy"]["static_resources"]["clusters"]}
+    endpoint = clusters["member-driver-3"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"]["port_value"] == 7203
+    assert _manager(all_sidecar_configs(1.0)["driver-envoy"], "egress") is None  # a cluster of one forwards nothing

@@ -67,7 +67,7 @@ def test_a_pace_that_ends_before_it_starts_is_refused() -> None:
 
 
 def test_the_environment_asks_and_the_last_stack_fills_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ZK_NODES", "REPLICAS", "RIDESAGA_CLOCK_SKEW", "RIDESAGA_FLEET_THINK_SECONDS"):
+    for name in ("ZK_NODES", "REPLICAS", "DRIVERS", "RIDESAGA_CLOCK_SKEW", "RIDESAGA_FLEET_THINK_SECONDS"):
         monkeypatch.delenv(name, raising=False)
     previous = Stack(zookeeper_nodes=3, replicas=(("payment", 2),), clock_skew_ms=(("payment", 10),))
     # ZooKeeper nodes and replicas stick from the last `up`; a skew lasts only while asked for.
@@ -88,6 +88,8 @@ def test_the_environment_asks_and_the_last_stack_fills_in(monkeypatch: pytest.Mo
         ("RIDESAGA_CLOCK_SKEW", "payment=soon", "RIDESAGA_CLOCK_SKEW entries must be SERVICE=INTEGER"),
         ("RIDESAGA_FLEET_RIDE_SECONDS", "1", "RIDESAGA_FLEET_RIDE_SECONDS must be MIN,MAX seconds"),
         ("RIDESAGA_TRACE_SAMPLE_RATIO", "all", "RIDESAGA_TRACE_SAMPLE_RATIO must be a number"),
+        ("DRIVERS", "three", "DRIVERS must be the number of driver replicas, 1..3, got 'three'"),
+        ("DRIVERS", "4", r"driver=4 must have a count in 1..3"),
     ],
 )
 def test_a_malformed_mode_variable_names_itself(
@@ -108,3 +110,21 @@ def test_the_processes_get_their_settings_from_the_stack_value(tmp_path: Path) -
     assert all(found[name]["RIDESAGA_TRACE_SAMPLE_RATIO"] == "0.0" for name in ("trip", "fleet", "trip-sweeper-1"))
     replicated = {c.name for c in components.all_components(tmp_path, Stack(replicas=(("payment", 2),)))}
     assert {"payment-2", "payment-2-envoy"} <= replicated
+
+
+def test_drivers_sizes_the_driver_cluster_beside_the_other_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPLICAS", raising=False)
+    monkeypatch.setenv("DRIVERS", "3")
+    previous = Stack(replicas=(("payment", 2), ("driver", 2)))
+    assert environment.requested_stack(previous).replicas == (("payment", 2), ("driver", 3))
+    monkeypatch.setenv("DRIVERS", "1")
+    assert environment.requested_stack(previous).replicas == (("payment", 2),)
+
+
+def test_each_driver_replica_is_told_its_address_and_every_seed(tmp_path: Path) -> None:
+    found = {c.name: c.environment for c in components.all_components(tmp_path, Stack(replicas=(("driver", 3),)))}
+    seeds = "127.0.0.1:7003,127.0.0.1:7103,127.0.0.1:7203"
+    for name, member in (("driver", "127.0.0.1:7003"), ("driver-2", "127.0.0.1:7103"), ("driver-3", "127.0.0.1:7203")):
+        assert found[name]["RIDESAGA_MEMBER"] == member
+        assert found[name]["RIDESAGA_SEEDS"] == seeds
+    assert "RIDESAGA_MEMBER" not in found["payment"]

@@ -1,0 +1,145 @@
+"""A network partition between processes on one machine: every party listens on 127.0.0.1,
+so a partition is a cut between two sets of loopback ports, made with an nftables table of
+its own. Property: for the cut's duration every TCP and UDP packet between a port of one
+side and a port of the other is dropped, in both directions, and nothing else is touched;
+afterwards the table is removed, also on an exception, Ctrl-C or SIGTERM.
+
+Packets are matched by both their ports: a connection from an ephemeral port (an ordinary
+client's) is cut only if that port is listed, so a drill names the ports both ends use."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+TABLE = "ridesaga_partition"
+NFT_TIMEOUT_SECONDS = 10.0
+PROTOCOLS = ("tcp", "udp")
+
+
+class PartitionError(Exception):
+    """nft failed, or a partition cannot be made here; one line, with nft's own errors."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived inside `partitioned`. A BaseException, like KeyboardInterrupt, so
+    that an `except Exception` in the drill does not swallow it."""
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Drops every TCP and UDP packet on loopback between ports in `side` and ports in `others` (both directions)."""
+
+    side: tuple[int, ...]
+    others: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        for name, ports in (("side", self.side), ("others", self.others)):
+            if not ports:
+                raise ValueError(f"cut: {name} has no ports")
+            outside = [port for port in ports if not 1 <= port <= 65535]
+            if outside:
+                raise ValueError(f"cut: {name} has ports outside 1..65535: {outside}")
+        both = sorted(set(self.side) & set(self.others))
+        if both:
+            raise ValueError(f"cut: ports on both sides: {both}")
+
+
+def _set(ports: tuple[int, ...]) -> str:
+    return "{ " + ", ".join(str(port) for port in sorted(set(ports))) + " }"
+
+
+def ruleset(cut: Cut, table: str = TABLE) -> str:
+    """The nft script that makes the cut: one table, one chain, a rule per protocol and direction."""
+    side, others = _set(cut.side), _set(cut.others)
+    rules = [
+        f'        iif "lo" {proto} sport {source} {proto} dport {destination} drop'
+        for proto in PROTOCOLS
+        for source, destination in ((side, others), (others, side))
+    ]
+    # Every loopback packet passes both the output hook (oif lo) and the input hook (iif lo),
+    # so one chain on input sees both directions. Input, not output: a drop on output makes
+    # the kernel return EPERM to the sender's send() at once, which no lost packet does; a
+    # drop on input is silent, the sender's send succeeds and the packet is never delivered.
+    return "\n".join(
+        [
+            f"table inet {table} {{",
+            "    chain cut {",
+            "        type filter hook input priority filter; policy accept;",
+            *rules,
+            "    }",
+            "}",
+            "",
+        ]
+    )
+
+
+def _nft(*args: str, script: str | None = None) -> str:
+    try:
+        done = subprocess.run(
+            ["nft", *args], input=script, capture_output=True, text=True, timeout=NFT_TIMEOUT_SECONDS, check=False
+        )
+    except FileNotFoundError:
+        raise PartitionError("nft not found: deploy/local/bootstrap.py installs nftables") from None
+    except subprocess.TimeoutExpired:
+        raise PartitionError(f"`nft {' '.join(args)}` took more than {NFT_TIMEOUT_SECONDS:.0f}s") from None
+    if done.returncode != 0:
+        errors = [line.strip() for line in done.stderr.splitlines() if "Error" in line] or [done.stderr.strip()]
+        raise PartitionError(f"`nft {' '.join(args)}` failed: {'; '.join(errors)}")
+    return done.stdout
+
+
+def active(table: str = TABLE) -> bool:
+    """Whether our table exists (a partition is in force, or one was left by a killed drill)."""
+    return f"table inet {table}" in _nft("list", "tables").splitlines()
+
+
+def clear(table: str = TABLE) -> bool:
+    """Deletes our table if present; True if it removed one."""
+    if not active(table):
+        return False
+    _nft("delete", "table", "inet", table)
+    return True
+
+
+class _SigtermRaises:
+    """SIGTERM's handler while a cut is in force: the first raises Terminated in the main
+    thread; once the cut is being removed, one is only remembered, for the previous handler."""
+
+    def __init__(self) -> None:
+        self.armed = True
+        self.deferred = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.armed:
+            self.armed = False
+            raise Terminated("SIGTERM during a network partition")
+        self.deferred = True
+
+
+@contextlib.contextmanager
+def partitioned(cut: Cut, table: str = TABLE) -> Iterator[None]:
+    """Applies the cut, yields, and always removes the table afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        raise PartitionError("partitioned must run in the main thread: only there can SIGTERM become an exception")
+    if active(table):
+        raise PartitionError(f"table inet {table} exists already: another partition is in force, or clear() it")
+    previous = signal.getsignal(signal.SIGTERM)
+    handler = _SigtermRaises()
+    try:
+        signal.signal(signal.SIGTERM, handler)
+        _nft("-f", "-", script=ruleset(cut, table))
+        yield
+    finally:
+        handler.armed = False
+        try:
+            clear(table)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+            if handler.deferred:
+                signal.raise_signal(signal.SIGTERM)
