@@ -4,6 +4,7 @@ the drivers' apps and their answers; and the saga participant that reserves driv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -92,6 +93,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         else:
             offers = self._offers_here(driver_id)
         moved = asyncio.ensure_future(self._moved(str(driver_id), owner))
+        following: asyncio.Future[driver_pb2.Offer] | None = None
         try:
             while True:
                 following = asyncio.ensure_future(anext(offers))
@@ -107,7 +109,13 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
                 except StopAsyncIteration:
                     return
         finally:
+            # The app went away (or ownership moved): the pending read is cancelled first,
+            # so the generator's own cleanup runs (the hub forgets the stream) before it closes.
             moved.cancel()
+            if following is not None and not following.done():
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, grpc.aio.AioRpcError):
+                    await following
             await offers.aclose()
 
     async def _owner(self, driver_id: str) -> str:
