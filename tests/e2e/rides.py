@@ -4,6 +4,7 @@ resumed), patient enough for a stack whose services are being killed."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 
@@ -64,3 +65,12 @@ async def settle(stub: rider_pb2_grpc.RiderServiceAsyncStub, booking: Booking, t
             f"ride {booking.ride_id} still {booking.state} after {timeout}s (as watched)\n{ride_story(booking.ride_id)}"
         )
     return booking
+
+
+async def ride_many(n: int, label: str, timeout: float = 120) -> list[Booking]:
+    """n new riders each book one ride at once; every ride followed until terminal."""
+    async with channel() as ch:
+        stub = rider_pb2_grpc.RiderServiceStub(ch)
+        bookings = [Booking(await create_rider(stub, f"{label} {i}")) for i in range(n)]
+        await asyncio.gather(*(book(stub, b) for b in bookings))
+        return list(await asyncio.gather(*(settle(stub, b, timeout) for b in bookings)))

@@ -9,20 +9,11 @@ import asyncio
 
 from drills import checker
 from ridectl.members import replica_addresses
-from ridesaga.rider.v1 import rider_pb2_grpc
 from services.driver.client import agreed, views
-from tests.e2e.rides import Booking, book, channel, create_rider, settle
+from tests.e2e.rides import ride_many
 from tests.support import status, wait_for
 
 ADDRESSES = {"127.0.0.1:7003", "127.0.0.1:7103", "127.0.0.1:7203"}
-
-
-async def _rides(n: int) -> list[Booking]:
-    async with channel() as ch:
-        stub = rider_pb2_grpc.RiderServiceStub(ch)
-        bookings = [Booking(await create_rider(stub, f"cluster rider {i}")) for i in range(n)]
-        await asyncio.gather(*(book(stub, b) for b in bookings))
-        return list(await asyncio.gather(*(settle(stub, b, 120) for b in bookings)))
 
 
 def test_three_replicas_agree_and_rides_complete_across_the_ring() -> None:
@@ -31,7 +22,7 @@ def test_three_replicas_agree_and_rides_complete_across_the_ring() -> None:
     wait_for(lambda: agreed(asyncio.run(views(sorted(ADDRESSES))), ADDRESSES), 30, "three agreed views")
     for view in asyncio.run(views(sorted(ADDRESSES))):
         assert view.states() == dict.fromkeys(ADDRESSES, "alive")
-    outcomes = [b.outcome for b in asyncio.run(_rides(6))]
+    outcomes = [b.outcome for b in asyncio.run(ride_many(6, "cluster rider"))]
     assert outcomes == ["completed"] * 6
     report = checker.report(checker.collect())
     assert report["valid"], report["violations"]

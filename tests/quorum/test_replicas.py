@@ -11,9 +11,8 @@ from deploy.local import paths
 from deploy.local.supervisor import Supervisor
 from drills import checker
 from ridectl.probe import mesh_probe
-from ridesaga.rider.v1 import rider_pb2_grpc
 from services.runtime.topology import service
-from tests.e2e.rides import Booking, book, channel, create_rider, settle
+from tests.e2e.rides import ride_many
 from tests.support import status, wait_for
 
 
@@ -22,14 +21,6 @@ def _trip_envoy_stat(name: str) -> int:
     with urllib.request.urlopen(url, timeout=5) as response:
         line = response.read().decode().strip()
     return int(line.rsplit(":", 1)[1]) if line else 0
-
-
-async def _rides(n: int) -> list[Booking]:
-    async with channel() as ch:
-        stub = rider_pb2_grpc.RiderServiceStub(ch)
-        bookings = [Booking(await create_rider(stub, f"replica rider {i}")) for i in range(n)]
-        await asyncio.gather(*(book(stub, b) for b in bookings))
-        return list(await asyncio.gather(*(settle(stub, b, 120) for b in bookings)))
 
 
 def test_a_failed_replica_is_ejected_and_rides_keep_completing() -> None:
@@ -45,7 +36,7 @@ def test_a_failed_replica_is_ejected_and_rides_keep_completing() -> None:
         wait_for(ejected, 60, "trip's sidecar to eject the failed payment replica", interval=0)
         # While ejected, every call from trip to payment reaches the healthy replica.
         assert all(mesh_probe()["complete"] for _ in range(10))
-        assert all(b.outcome == "completed" for b in asyncio.run(_rides(5)))
+        assert all(b.outcome == "completed" for b in asyncio.run(ride_many(5, "replica rider")))
     finally:
         supervisor.start("payment-2")
     report = checker.report(checker.collect())

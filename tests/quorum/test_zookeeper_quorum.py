@@ -12,9 +12,8 @@ import psycopg
 
 from deploy.local import paths
 from deploy.local.supervisor import Supervisor
-from ridesaga.rider.v1 import rider_pb2_grpc
 from services.runtime.topology import INFRA
-from tests.e2e.rides import Booking, book, channel, create_rider, settle
+from tests.e2e.rides import ride_many
 from tests.support import status, wait_for
 
 TRIP_DB = f"host=127.0.0.1 port={INFRA.postgres} dbname=trip user=trip"
@@ -27,14 +26,6 @@ def _leader() -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-async def _rides(n: int) -> list[Booking]:
-    async with channel() as ch:
-        stub = rider_pb2_grpc.RiderServiceStub(ch)
-        bookings = [Booking(await create_rider(stub, f"quorum rider {i}")) for i in range(n)]
-        await asyncio.gather(*(book(stub, b) for b in bookings))
-        return list(await asyncio.gather(*(settle(stub, b, 120) for b in bookings)))
-
-
 def test_the_ensemble_survives_the_loss_of_one_node() -> None:
     components = status()
     assert {"zookeeper-1", "zookeeper-2", "zookeeper-3"} <= set(components)
@@ -42,12 +33,12 @@ def test_the_ensemble_survives_the_loss_of_one_node() -> None:
     supervisor.stop("zookeeper-2")
     try:
         assert status()["zookeeper-2"]["state"] == "down"
-        assert all(b.state == "COMPLETED" for b in asyncio.run(_rides(10)))
+        assert all(b.state == "COMPLETED" for b in asyncio.run(ride_many(10, "quorum rider")))
         # The sweeper leader dies; its successor is elected by the two remaining nodes.
         epoch, leader = wait_for(lambda: _leader() if _leader()[0] > 0 else None, 30, "a sweeper leader")
         os.kill(components[leader]["pid"], signal.SIGKILL)
         new_epoch, _ = wait_for(lambda: _leader() if _leader()[0] > epoch else None, 30, "a new sweeper leader")
         assert new_epoch > epoch
-        assert all(b.state == "COMPLETED" for b in asyncio.run(_rides(5)))
+        assert all(b.state == "COMPLETED" for b in asyncio.run(ride_many(5, "quorum rider")))
     finally:
         supervisor.start("zookeeper-2")
