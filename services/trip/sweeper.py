@@ -39,6 +39,7 @@ from services.trip import adapters
 SWEEP_INTERVAL_SECONDS = 0.5
 BATCH = 200
 CLAIM_LOCK_SECONDS = 2
+IDLE_IN_SWEEP_SECONDS = 2  # a sweep's transaction left idle this long (its process paused) is ended
 RESEND_SECONDS = 10.0  # a timeout still overdue this long after it was sent goes out again
 RESEND_MAX_SECONDS = 60.0  # ... and, sent again and again for one deadline, at most this long
 
@@ -91,6 +92,9 @@ class Sweeper:
     async def sweep_once(self, epoch: int) -> bool:
         """One fenced sweep; False if a newer leader has taken over (the write was refused)."""
         async with self.pool.connection() as conn, conn.transaction():
+            # A leader paused inside this transaction would hold its share lock on the
+            # epoch row, and no successor could claim it: PostgreSQL ends the session.
+            await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_SWEEP_SECONDS}s'".encode())
             row = await (await conn.execute("SELECT epoch FROM sweeper_epoch WHERE id = 1 FOR SHARE")).fetchone()
             current = int(row[0]) if row else 0
             if current != epoch:
@@ -127,13 +131,18 @@ class Sweeper:
         resumed after a pause tries once more, is refused, and steps down."""
         self.sent = {}
         while not stopping.is_set():
+            # Read before the write, acted on after it: whatever moment a pause ends, the
+            # resumed leader's next act is a fenced write, so a newer leader's claim
+            # always shows as a refusal (the fault drills count on it), never only as a
+            # session this process noticed it had lost.
+            session_lost = not leadership.still_leading()
             try:
                 if not await self.sweep_once(epoch):
                     log.warning("fenced out by a newer leader; stepping down", extra={"fields": {"epoch": epoch}})
                     return
             except Exception as error:
                 log.warning("sweep failed", extra={"fields": {"error": repr(error)}})
-            if not leadership.still_leading():
+            if session_lost:
                 log.warning("ZooKeeper session lost; stepping down", extra={"fields": {"epoch": epoch}})
                 return
             with contextlib.suppress(TimeoutError):
