@@ -17,6 +17,13 @@ diagnose() {
   for log in trip trip-sweeper-1 trip-sweeper-2 driver payment; do
     grep -h '"level": "\(warning\|error\)"' "$RIDESAGA_RUN_DIR/logs/$log.log" 2>/dev/null | tail -4 | cut -c1-240 | sed "s/^/  $log: /"
   done
+  # The story of up to two rides left unfinished: their saga log says which step waits.
+  "$VENV/bin/ridectl" check --json 2>/dev/null | "$VENV/bin/python" -c '
+import json, sys
+for ride in json.load(sys.stdin)["violations"].get("not_terminal", [])[:2]:
+    print(ride["ride_id"])' 2>/dev/null | while read -r ride; do
+    "$VENV/bin/ridectl" explain "$ride" 2>&1 | head -30 | cut -c1-200 | sed "s/^/  explain: /"
+  done
 }
 
 echo "test: lint (ruff, mypy) and generated-stub check"
@@ -49,13 +56,13 @@ else
   rc=1
 fi
 
-echo "test: drill tier (make drill: every fault scenario with rides in flight, three-node ZooKeeper)"
+echo "test: drill tier (make drill: every fault scenario with rides in flight, three-node ZooKeeper, three driver replicas)"
 "$VENV/bin/ridectl" down >/dev/null 2>&1
 rm -rf "$RIDESAGA_RUN_DIR"
-if ZK_NODES=3 "$VENV/bin/ridectl" up; then
+if ZK_NODES=3 DRIVERS=3 "$VENV/bin/ridectl" up; then
   "$VENV/bin/ridectl" drill suite --report "$RIDESAGA_RUN_DIR/drills" || { rc=1; diagnose; }
 else
-  echo "test: the stack did not come up with ZK_NODES=3; logs are in $RIDESAGA_RUN_DIR/logs" >&2
+  echo "test: the stack did not come up with ZK_NODES=3 DRIVERS=3; logs are in $RIDESAGA_RUN_DIR/logs" >&2
   rc=1
 fi
 
