@@ -54,9 +54,10 @@ load-ui: up
 	@$(VENV)/bin/python -m loadtests.run --ui
 
 # Every fault drill, each with rides in flight; ZooKeeper runs as a three-node ensemble so
-# that kill-zk-leader kills a real leader. Reports go to reports/drills/.
+# that kill-zk-leader kills a real leader, and the driver service as a cluster of three for
+# its membership drills. Reports go to reports/drills/.
 drill: bootstrap
-	@ZK_NODES=$${ZK_NODES:-3} $(RIDECTL) up
+	@ZK_NODES=$${ZK_NODES:-3} DRIVERS=$${DRIVERS:-3} $(RIDECTL) up
 	@$(RIDECTL) drill suite --report reports/drills
 
 COMPOSE := docker compose -f deploy/compose/compose.yaml

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,8 +29,8 @@ import psycopg
 from deploy.local import components, lifecycle, paths
 from deploy.local.errors import StackError
 from deploy.local.supervisor import Supervisor
-from drills import Verdict, checker
-from drills.history import Event, Fault, History, check, locked_out, not_recovered, outcomes, recovery
+from drills import Verdict, checker, partition
+from drills.history import Event, Fault, History, check, in_flight, locked_out, not_recovered, outcomes, recovery
 from drills.stats import percentile
 from drills.workload import REBOOK_BOUND_SECONDS, Clients, Mix
 from services.runtime.messages import header_carrier
@@ -73,6 +73,9 @@ class Scenario:
     # Checks over the whole history, once every client has finished (the nemesis's own
     # checks are done when it is).
     history_checks: Callable[[list[Event]], dict[str, bool]] | None = None
+    # Whether the nemesis cuts the network (drills/partition.py): the drill then runs
+    # guarded, so the cut is removed however it ends.
+    partitions: bool = False
 
 
 class Drill:
@@ -140,6 +143,14 @@ class Drill:
             time.sleep(0.1)
         raise DrillError(f"{self.name}: {name} was not healthy again within {timeout:.0f}s")
 
+    def wait_stopped(self, name: str, timeout: float = HEAL_TIMEOUT_SECONDS) -> None:
+        """Blocks until supervisord reports `name` stopped (after a stop_nowait)."""
+        deadline = time.monotonic() + timeout
+        while self.supervisor.info(name)["statename"] != "STOPPED":
+            if time.monotonic() > deadline:
+                raise DrillError(f"{self.name}: {name} did not stop within {timeout:.0f}s")
+            time.sleep(0.1)
+
     @contextmanager
     def window(self, name: str, target: str, **detail: Any) -> Iterator[Fault]:
         """Records a fault from entering the block until leaving it (healed)."""
@@ -164,6 +175,23 @@ class Drill:
             os.kill(pid, sig)
             self.wait_healthy(name, old_pid=pid)
         return fault
+
+    @contextmanager
+    def held_down(self, name: str, **detail: Any) -> Iterator[Fault]:
+        """SIGKILLs `name` and keeps it down for the block (a crashed machine that stays
+        down); then starts it again, and the window lasts until it is healthy. It is frozen
+        first and asked to stop, so that supervisord does not restart it and it cannot run
+        its SIGTERM handler (no graceful goodbye): to the others it simply vanishes."""
+        pid = self.pid(name)
+        with self.window("kill (held down)", name, pid=pid, **detail) as fault:
+            os.kill(pid, signal.SIGSTOP)
+            self.supervisor.stop_nowait(name)
+            os.kill(pid, signal.SIGKILL)
+            try:
+                yield fault
+            finally:
+                self.supervisor.start(name)
+                self.wait_healthy(name, old_pid=pid)
 
     @contextmanager
     def paused(self, name: str, **detail: Any) -> Iterator[Fault]:
@@ -287,10 +315,11 @@ def run(
         since_healed = drill.now() - healed_at[0]
         return since_healed < TAIL_SECONDS or (since_healed < RECOVERY_LIMIT_SECONDS and not recovered())
 
-    thread = threading.Thread(target=nemesis, name=f"nemesis {scenario.name}", daemon=True)
-    thread.start()
-    asyncio.run(clients.run(rate, keep_going))
-    thread.join()
+    with partition.guarded() if scenario.partitions else nullcontext():
+        thread = threading.Thread(target=nemesis, name=f"nemesis {scenario.name}", daemon=True)
+        thread.start()
+        asyncio.run(clients.run(rate, keep_going))
+        thread.join()
     return _verdict(scenario, drill, history, extra, errors, rate)
 
 
@@ -301,6 +330,7 @@ def _verdict(
     seen = outcomes(events)
     for fault in drill.faults:
         fault.recovery_seconds = recovery(fault, seen)
+        fault.rides_in_flight = in_flight(fault, seen)
     snapshot = checker.collect()
     found = checker.report(snapshot)
     violations: dict[str, list[Any]] = {**found["violations"], **check(events)}

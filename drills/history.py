@@ -162,6 +162,15 @@ class Fault:
     end: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     recovery_seconds: float | None = None
+    rides_in_flight: int | None = (
+        None  # rides the fault could touch: requested before it healed, not ended before it began
+    )
+
+
+def in_flight(fault: Fault, rides: list[RideOutcome]) -> int:
+    """Rides in flight at some moment of the fault's window."""
+    end = fault.end if fault.end is not None else float("inf")
+    return sum(1 for r in rides if r.requested_at <= end and (r.ended_at is None or r.ended_at >= fault.start))
 
 
 def recovery(fault: Fault, rides: list[RideOutcome]) -> float | None:

@@ -5,11 +5,20 @@ side and a port of the other is dropped, in both directions, and nothing else is
 afterwards the table is removed, also on an exception, Ctrl-C or SIGTERM.
 
 Packets are matched by both their ports: a connection from an ephemeral port (an ordinary
-client's) is cut only if that port is listed, so a drill names the ports both ends use."""
+client's) is cut only if that port is listed, so a drill names the ports both ends use. A
+side whose clients connect from loopback addresses of their own (the driver replicas'
+sidecars: services/runtime/topology.py, member_source) names those too, and then every TCP
+connection from them to a port of the other side is cut, whatever its ephemeral port.
+
+A drill's nemesis runs in a thread of its own: `cutting` works in any thread; `guarded`, in
+the main thread around the whole drill, turns SIGTERM into an exception and removes the
+table however the drill ends. A drill SIGKILLed mid-cut cannot clean up: the next drill's
+`guarded` (and `ridectl drill suite`) removes the table it left."""
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import signal
 import subprocess
 import threading
@@ -37,6 +46,9 @@ class Cut:
 
     side: tuple[int, ...]
     others: tuple[int, ...]
+    # Loopback addresses (not 127.0.0.1) each side's clients connect from.
+    side_sources: tuple[str, ...] = ()
+    others_sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, ports in (("side", self.side), ("others", self.others)):
@@ -48,6 +60,25 @@ class Cut:
         both = sorted(set(self.side) & set(self.others))
         if both:
             raise ValueError(f"cut: ports on both sides: {both}")
+        for name, hosts in (("side_sources", self.side_sources), ("others_sources", self.others_sources)):
+            for host in hosts:
+                if not _own_loopback(host):
+                    raise ValueError(f"cut: {name} must be loopback addresses other than 127.0.0.1, got {host!r}")
+        shared = sorted(set(self.side_sources) & set(self.others_sources))
+        if shared:
+            raise ValueError(f"cut: source addresses on both sides: {shared}")
+
+
+def _own_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.version == 4 and address.is_loopback and host != "127.0.0.1"
+
+
+def _hosts(hosts: tuple[str, ...]) -> str:
+    return "{ " + ", ".join(sorted(set(hosts))) + " }"
 
 
 def _set(ports: tuple[int, ...]) -> str:
@@ -62,6 +93,10 @@ def ruleset(cut: Cut, table: str = TABLE) -> str:
         for proto in PROTOCOLS
         for source, destination in ((side, others), (others, side))
     ]
+    for hosts, ports in ((cut.side_sources, others), (cut.others_sources, side)):
+        if hosts:
+            rules.append(f'        iif "lo" ip saddr {_hosts(hosts)} tcp dport {ports} drop')
+            rules.append(f'        iif "lo" ip daddr {_hosts(hosts)} tcp sport {ports} drop')
     # Every loopback packet passes both the output hook (oif lo) and the input hook (iif lo),
     # so one chain on input sees both directions. Input, not output: a drop on output makes
     # the kernel return EPERM to the sender's send() at once, which no lost packet does; a
@@ -122,18 +157,36 @@ class _SigtermRaises:
         self.deferred = True
 
 
-@contextlib.contextmanager
-def partitioned(cut: Cut, table: str = TABLE) -> Iterator[None]:
-    """Applies the cut, yields, and always removes the table afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        raise PartitionError("partitioned must run in the main thread: only there can SIGTERM become an exception")
+def apply(cut: Cut, table: str = TABLE) -> None:
+    """Makes the cut; refuses if a table of ours is in force already."""
     if active(table):
         raise PartitionError(f"table inet {table} exists already: another partition is in force, or clear() it")
+    _nft("-f", "-", script=ruleset(cut, table))
+
+
+@contextlib.contextmanager
+def cutting(cut: Cut, table: str = TABLE) -> Iterator[None]:
+    """Applies the cut, yields, and always removes the table afterwards (in any thread;
+    SIGTERM is `guarded`'s)."""
+    apply(cut, table)
+    try:
+        yield
+    finally:
+        clear(table)
+
+
+@contextlib.contextmanager
+def guarded(table: str = TABLE) -> Iterator[None]:
+    """Around a whole drill, in the main thread: removes a table left by an earlier drill
+    that was killed, turns SIGTERM into Terminated, and removes the table on the way out,
+    however the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        raise PartitionError("guarded must run in the main thread: only there can SIGTERM become an exception")
     previous = signal.getsignal(signal.SIGTERM)
     handler = _SigtermRaises()
     try:
         signal.signal(signal.SIGTERM, handler)
-        _nft("-f", "-", script=ruleset(cut, table))
+        clear(table)
         yield
     finally:
         handler.armed = False
@@ -143,3 +196,12 @@ def partitioned(cut: Cut, table: str = TABLE) -> Iterator[None]:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
             if handler.deferred:
                 signal.raise_signal(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def partitioned(cut: Cut, table: str = TABLE) -> Iterator[None]:
+    """Applies the cut, yields, and always removes the table afterwards; main thread only."""
+    if active(table):
+        raise PartitionError(f"table inet {table} exists already: another partition is in force, or clear() it")
+    with guarded(table), cutting(cut, table):
+        yield

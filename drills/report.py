@@ -10,6 +10,32 @@ from typing import Any
 
 from drills.history import Event, RideOutcome, outcomes
 
+# What every verdict has (drills/engine.py); anything else is the scenario's own finding.
+ENGINE_KEYS = frozenset(
+    {
+        "scenario",
+        "valid",
+        "rides",
+        "completed",
+        "cancelled",
+        "unfinished",
+        "outcomes",
+        "violations",
+        "stuck",
+        "in_flight",
+        "recovery_seconds",
+        "faults",
+        "checks",
+        "seconds",
+        "rate",
+        "seed",
+        "latency_seconds",
+        "requests_retried",
+        "rides_with_client_trace_id",
+        "rides_checked_in_databases",
+        "report",
+    }
+)
 COLORS = ["#f4c7c3", "#fce8b2", "#c9daf8", "#d9ead3", "#ead1dc"]
 
 
@@ -124,14 +150,18 @@ def summary(verdict: dict[str, Any]) -> str:
         f" Requests retried by clients: {verdict['requests_retried']}."
         f" Slowest recovery: {verdict['recovery_seconds']} s.",
         "",
-        "| fault | target | step | from (s) | to (s) | recovery (s) |",
-        "|---|---|---|---|---|---|",
+        "| fault | target | step | from (s) | to (s) | rides in flight | recovery (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for f in verdict["faults"]:
         lines.append(
             f"| {f['name']} | {f['target']} | {f['detail'].get('step', '')} | {f['start']} | {f['end']}"
-            f" | {f['recovery_seconds']} |"
+            f" | {f.get('rides_in_flight')} | {f['recovery_seconds']} |"
         )
+    findings = {k: v for k, v in verdict.items() if k not in ENGINE_KEYS}
+    if findings:
+        lines += ["", "## Findings of the scenario", ""]
+        lines += [f"- {name}: {json.dumps(value)[:500]}" for name, value in findings.items()]
     lines += ["", "## Violations", ""]
     if verdict["violations"]:
         lines += [f"- **{name}**: {json.dumps(found)[:500]}" for name, found in verdict["violations"].items()]

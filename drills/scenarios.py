@@ -21,7 +21,7 @@ import redis
 
 from deploy.envoy import faults as mesh
 from deploy.local import lifecycle
-from drills import lock_pause
+from drills import cluster, lock_pause
 from drills.engine import RECOVERY_LIMIT_SECONDS, STATES, STEPS, TRIP_DB, Drill, DrillError, Scenario
 from drills.history import Event, Fault, locked_out
 from drills.workload import REBOOK_BOUND_SECONDS, Mix
@@ -476,6 +476,11 @@ def all_scenarios() -> dict[str, Scenario]:
     add("clock-skew", clock_skew.__doc__ or "", clock_skew)
     add("lock-pause", lock_pauses.__doc__ or "", lock_pauses)
     add("nemesis", nemesis_mix.__doc__ or "", nemesis_mix, rides=60)
+    # The driver cluster (make up DRIVERS=3): membership under crash, freeze, cut, deploy.
+    add("kill-driver-replica", cluster.kill_replica.__doc__ or "", cluster.kill_replica)
+    add("pause-driver-replica", cluster.pause_replica.__doc__ or "", cluster.pause_replica)
+    add("partition-driver-replica", cluster.partition_replica.__doc__ or "", cluster.partition_replica, partitions=True)
+    add("rolling-restart-drivers", cluster.rolling_restart.__doc__ or "", cluster.rolling_restart)
     return found
 
 

@@ -201,5 +201,8 @@ class Driver(User):
                     metadata=trace,
                 )
         except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # the 10 s window closing is normal
+            # The 10 s window closing is normal; so, in a driver cluster, is the stream's
+            # end when the driver's cell moved to another replica: the next task watches again.
+            moved = error.code() == grpc.StatusCode.UNAVAILABLE and "watch offers again" in (error.details() or "")
+            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED and not moved:
                 raise

@@ -28,6 +28,7 @@ from services.runtime.topology import (
     ServiceSpec,
     Target,
     member_address,
+    member_source,
     replicas_of,
     service,
 )
@@ -60,8 +61,9 @@ def _limits() -> Config:
     }
 
 
-def _cluster(name: str, endpoints: list[tuple[str, int]], upstream: bool = False) -> Config:
-    """A static cluster of loopback endpoints, or one resolved through DNS for names."""
+def _cluster(name: str, endpoints: list[tuple[str, int]], upstream: bool = False, source: str = "") -> Config:
+    """A static cluster of loopback endpoints, or one resolved through DNS for names;
+    connecting from the loopback address `source`, if given."""
     resilience: Config = {}
     if upstream:
         resilience = {
@@ -80,6 +82,7 @@ def _cluster(name: str, endpoints: list[tuple[str, int]], upstream: bool = False
         "name": name,
         **discovery,
         "connect_timeout": "1s",
+        **({"upstream_bind_config": {"source_address": {"address": source, "port_value": 0}}} if source else {}),
         **resilience,
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -257,7 +260,10 @@ def sidecar_config(
         listeners.append(_listener("egress", _address(spec.egress_port), routes, spec.sidecar, percent, []))
     clusters = [
         _cluster("local_app", [(LOOPBACK, spec.app_port)]),
-        *(_cluster(f"member-{peer.name}", [(LOOPBACK, peer.ingress_port)]) for peer in peers),
+        *(
+            _cluster(f"member-{peer.name}", [(LOOPBACK, peer.ingress_port)], source=member_source(spec))
+            for peer in peers
+        ),
         *(_cluster(callee.name, _callee_endpoints(callee, counts, target), upstream=True) for callee in upstreams),
         _cluster(JAEGER_CLUSTER, [(target.host("jaeger"), target.infra.jaeger_otlp_grpc)]),
     ]

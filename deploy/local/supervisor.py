@@ -118,6 +118,11 @@ class Supervisor:
         """Stops one program and keeps it stopped (unlike a kill, which it restarts)."""
         self._rpc().stopProcess(name, True)
 
+    def stop_nowait(self, name: str) -> None:
+        """Asks supervisord to stop one program (it sends the stop signal) without waiting:
+        a drill then kills it itself, and supervisord keeps it stopped."""
+        self._rpc().stopProcess(name, False)
+
     def restart_if_running(self, name: str) -> None:
         if self.info(name)["statename"] == "RUNNING":
             self._rpc().stopProcess(name, True)

@@ -336,7 +336,8 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     lifecycle.on_close(client.aclose)
     lifecycle.on_close(publisher.close)
     lifecycle.on_close(peers.close)
-    lifecycle.on_close(membership.leave)  # run first: the others hear of a graceful leave at once
+    lifecycle.on_close(membership.close)
+    lifecycle.on_stop(membership.leave)  # at SIGTERM, before draining: the others route around it at once
     lifecycle.spawn(Group.DRIVER, loop.run)
     lifecycle.spawn("reap-handled-commands", retention.reaper(pool, "handled_commands"))
 

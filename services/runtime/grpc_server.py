@@ -35,6 +35,7 @@ class Lifecycle:
         self.failed = False
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[None] | None]] = []
+        self._stop_hooks: list[Callable[[], Awaitable[None]]] = []
 
     def spawn(self, name: str, run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
         task = asyncio.create_task(run(self.stopping), name=name)
@@ -51,6 +52,15 @@ class Lifecycle:
 
     def on_close(self, closer: Callable[[], Awaitable[None] | None]) -> None:
         self._closers.append(closer)
+
+    def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """`hook` runs as soon as the stop begins, before the server drains: what others
+        should hear at once (a cluster member's goodbye), not after the grace period."""
+        self._stop_hooks.append(hook)
+
+    async def begin_stop(self) -> None:
+        for hook in self._stop_hooks:
+            await hook()
 
     async def close(self) -> None:
         self.stopping.set()
@@ -89,6 +99,7 @@ async def serve(settings: Settings, grpc_service: str, register: Register) -> No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lifecycle.stopping.set)
     await lifecycle.stopping.wait()
+    await lifecycle.begin_stop()
     log.info("draining")
     await health_servicer.enter_graceful_shutdown()
     await server.stop(GRACE_SECONDS)

@@ -135,6 +135,14 @@ def member_address(spec: ServiceSpec, host: str = "127.0.0.1") -> str:
     return f"{host}:{spec.ingress_port}"
 
 
+def member_source(spec: ServiceSpec) -> str:
+    """The loopback address a driver replica's sidecar connects to the other replicas from
+    (replica N: 127.0.1.N). Every other client connects from 127.0.0.1, so a partition can
+    cut the replicas' forwarding apart without cutting anyone else off (drills/partition.py)."""
+    base = next(s for s in SERVICES if s.grpc_service == spec.grpc_service)
+    return f"127.0.1.{(spec.ingress_port - base.ingress_port) // REPLICA_PORT_STEP + 1}"
+
+
 def replica(spec: ServiceSpec, number: int) -> ServiceSpec:
     """Replica `number` (from 1) of a service: its own app and sidecar, every port shifted
     by 100 per replica; replica 1 is the service itself."""

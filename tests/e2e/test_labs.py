@@ -29,6 +29,7 @@ TESTED_ELSEWHERE = {
     "zookeeper-election": "tests/e2e/test_drills.py (leader-pause)",
     "prevent-split-brain": "tests/e2e/test_drills.py (leader-pause)",
     "lock-vs-optimistic": "tests/e2e/test_drills.py (lock-pause)",
+    "split-brain": "make drill (partition-driver-replica, in the drill suite, DRIVERS=3)",
 }
 
 

@@ -8,11 +8,12 @@ import os
 import signal
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 
 import pytest
 
-from drills.partition import Cut, Terminated, active, clear, partitioned
+from drills.partition import Cut, Terminated, active, apply, clear, guarded, partitioned
 
 HOST = "127.0.0.1"
 SIDE_UDP, SIDE_TCP = 24101, 24102
@@ -46,12 +47,14 @@ def _datagram_arrives(source: socket.socket, target: socket.socket, payload: byt
     return True
 
 
-def _connects(source_port: int, listener: socket.socket) -> bool:
-    """A TCP connect from `source_port`, closed with a reset so the port is free again at once."""
+def _connects(source_port: int, listener: socket.socket, source_host: str = HOST) -> bool:
+    """A TCP connect from `source_port` (0: an ephemeral one) on `source_host`, closed with
+    a reset so the port is free again at once."""
     with socket.socket() as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        client.bind((HOST, source_port))
+        client.bind((source_host, source_port))
+        bound = client.getsockname()
         client.settimeout(LOST_SECONDS)
         try:
             client.connect(listener.getsockname())
@@ -60,7 +63,7 @@ def _connects(source_port: int, listener: socket.socket) -> bool:
         listener.settimeout(ARRIVES_SECONDS)
         accepted, peer = listener.accept()
         accepted.close()
-        assert peer == (HOST, source_port)
+        assert peer == bound
         return True
 
 
@@ -108,3 +111,26 @@ def test_sigterm_inside_raises_removes_the_table_and_restores_the_handler() -> N
         pytest.fail("SIGTERM did not interrupt the block")
     assert not active()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_sides_own_source_address_cuts_its_connections_from_any_port_and_no_one_elses(
+    listener: socket.socket,
+) -> None:
+    replica = "127.0.1.7"  # a side's clients connect from their own loopback address
+    cut = Cut(side=(SIDE_UDP,), others=(OTHER_LISTENER,), side_sources=(replica,))
+    assert _connects(0, listener, replica)
+    with partitioned(cut):
+        assert not _connects(0, listener, replica)
+        assert _connects(0, listener)  # 127.0.0.1's ephemeral ports are not the side's
+    assert _connects(0, listener, replica)
+
+
+def test_a_cut_made_in_another_thread_is_removed_by_the_guard_around_it() -> None:
+    """The drills' case: the nemesis thread cuts, the main thread's guard cleans up."""
+    with pytest.raises(RuntimeError, match=r"^the drill failed$"), guarded():
+        worker = threading.Thread(target=apply, args=(CUT,))  # a nemesis killed before its cleanup
+        worker.start()
+        worker.join()
+        assert active()
+        raise RuntimeError("the drill failed")
+    assert not active()

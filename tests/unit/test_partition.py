@@ -37,6 +37,38 @@ def test_the_ruleset_drops_both_protocols_both_ways_on_loopback_only() -> None:
     assert all(line.startswith('iif "lo" ') for line in _rules(ruleset(Cut((1, 1, 65535), (2,)))))
 
 
+def test_a_sides_own_source_addresses_cut_its_tcp_to_the_other_sides_ports_both_ways() -> None:
+    rules = _rules(
+        ruleset(Cut((24101,), (24111, 24121), side_sources=("127.0.1.1",), others_sources=("127.0.1.3", "127.0.1.2")))
+    )
+    assert [r for r in rules if "saddr" in r or "daddr" in r] == [
+        'iif "lo" ip saddr { 127.0.1.1 } tcp dport { 24111, 24121 } drop',
+        'iif "lo" ip daddr { 127.0.1.1 } tcp sport { 24111, 24121 } drop',
+        'iif "lo" ip saddr { 127.0.1.2, 127.0.1.3 } tcp dport { 24101 } drop',
+        'iif "lo" ip daddr { 127.0.1.2, 127.0.1.3 } tcp sport { 24101 } drop',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sources", "problem"),
+    [
+        (
+            {"side_sources": ("127.0.0.1",)},
+            r"^cut: side_sources must be loopback addresses other than 127\.0\.0\.1, got '127\.0\.0\.1'$",
+        ),
+        ({"others_sources": ("10.0.0.1",)}, r"^cut: others_sources must be .* got '10\.0\.0\.1'$"),
+        ({"side_sources": ("127.0.1.x",)}, r"^cut: side_sources must be .* got '127\.0\.1\.x'$"),
+        (
+            {"side_sources": ("127.0.1.2",), "others_sources": ("127.0.1.2",)},
+            r"^cut: source addresses on both sides: \['127\.0\.1\.2'\]$",
+        ),
+    ],
+)
+def test_a_bad_source_address_names_its_problem(sources: dict[str, tuple[str, ...]], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Cut((1,), (2,), **sources)
+
+
 @pytest.mark.parametrize(
     ("side", "others", "problem"),
     [
