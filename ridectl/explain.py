@@ -35,6 +35,14 @@ from deploy.local.errors import StackError
 from ridectl import rides, trace
 from ridectl.drill import DEFAULT_REPORTS as DRILL_REPORTS
 from ridesaga.saga.v1 import saga_pb2
+from services.blocks.ring import RESOLUTION
+from services.driver.matching import (
+    ASKED_ATTRIBUTE,
+    CELL_ATTRIBUTE,
+    MATCHING_SPAN,
+    MEMBER_ATTRIBUTE,
+    OWNER_ATTRIBUTE,
+)
 from services.payment.domain import charge_description
 from services.runtime.messages import Poison, decode
 from services.runtime.topology import INFRA, Group, Topic
@@ -185,6 +193,7 @@ class SpanFact:
     duration_ms: float
     error: bool
     critical: bool
+    attributes: tuple[tuple[str, str], ...] = ()  # the span's own, sorted by key
 
 
 @dataclass(frozen=True)
@@ -564,6 +573,42 @@ def _short(text: str, story: Story) -> str:
     return shorter.replace(story.ride.driver_id, "<driver>") if story.ride.driver_id else shorter
 
 
+@dataclass(frozen=True)
+class Matched:
+    """One matching attempt in the driver cluster, from its span (services/driver/matching.py)."""
+
+    member: str  # the replica that matched
+    cell: str  # the pickup's H3 cell
+    owner: str  # its owner in that replica's view
+    asked: tuple[str, ...]  # the owners of the cells near the pickup, asked for drivers
+
+
+def matchings(t: Trace | None) -> tuple[Matched, ...]:
+    """The ride's matching attempts, in the order they ran."""
+    if t is None:
+        return ()
+    found = []
+    for span in sorted((s for s in t.spans if s.operation == MATCHING_SPAN), key=lambda s: s.start_ms):
+        attributes = dict(span.attributes)
+        asked = tuple(a for a in attributes.get(ASKED_ATTRIBUTE, "").split(",") if a)
+        found.append(
+            Matched(
+                attributes.get(MEMBER_ATTRIBUTE, ""),
+                attributes.get(CELL_ATTRIBUTE, ""),
+                attributes.get(OWNER_ATTRIBUTE, ""),
+                asked,
+            )
+        )
+    return tuple(found)
+
+
+def _matched_text(number: int, m: Matched) -> str:
+    return (
+        f"attempt {number}: matched on {m.member}; pickup cell {m.cell} (H3 res {RESOLUTION}) owned by"
+        f" {m.owner} in its view; asked {', '.join(m.asked) or 'no one'}"
+    )
+
+
 def critical_path(t: Trace) -> tuple[SpanFact, ...]:
     """The critical spans from the root down: each the child of the one before."""
     marked = {s.span_id: s for s in t.spans if s.critical}
@@ -832,6 +877,9 @@ def _section_lines(number: int, key: str, story: Story) -> list[str]:
     for i in story.inboxes:
         if i.service != "trip" and section_of(command_type(i.message_id), i.message_id, story) == key:
             lines += _inbox_lines(i, story)
+    if key == "match_driver":
+        for number, matched in enumerate(matchings(story.trace), start=1):
+            lines += _wrap(_matched_text(number, matched), "     ring   ")
     if key == "match_driver" and story.reservation:
         lines += _wrap(_reservation_text(story.reservation, story.ride), "     fence  ")
     if key in ("authorize_payment", "capture_payment", "void_payment"):
@@ -949,6 +997,7 @@ def as_json(story: Story) -> dict[str, Any]:
         "compensations_in_reverse_order": in_reverse_order(story.log),
         "rescues": [dataclasses.asdict(r) for r in rescues(story)],
         "critical_path": [s.span_id for s in critical_path(story.trace)] if story.trace else [],
+        "matchings": [dataclasses.asdict(m) for m in matchings(story.trace)],
         "sections": sections(story),
     }
 
@@ -1290,6 +1339,7 @@ def read_trace(trace_id: str) -> Trace:
             s.duration_us / 1000,
             s.error,
             s.critical,
+            tuple(sorted(s.attributes.items())),
         )
         for s in spans
     )

@@ -10,7 +10,7 @@ import html
 import json
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from services.runtime.topology import INFRA
@@ -36,10 +36,19 @@ class Span:
     error: bool
     kind: str
     critical: bool = False
+    attributes: dict[str, str] = field(default_factory=dict)  # the span's own, as text
 
     @property
     def end_us(self) -> int:
         return self.start_us + self.duration_us
+
+
+def _text(value: dict[str, Any]) -> str:
+    """An OTLP JSON attribute value as text (a string, a number or a boolean)."""
+    for kind in ("stringValue", "intValue", "doubleValue", "boolValue"):
+        if kind in value:
+            return str(value[kind])
+    return ""
 
 
 def parse(body: dict[str, Any]) -> list[Span]:
@@ -60,6 +69,7 @@ def parse(body: dict[str, Any]) -> list[Span]:
                         duration_us=max(0, end - start) // 1000,
                         error=raw.get("status", {}).get("code") == ERROR,
                         kind=KINDS.get(raw.get("kind", 1), "internal"),
+                        attributes={a["key"]: _text(a.get("value", {})) for a in raw.get("attributes", [])},
                     )
                 )
     spans.sort(key=lambda s: (s.start_us, s.span_id))

@@ -13,16 +13,24 @@ import logging
 import time
 
 import grpc
+from opentelemetry import trace
 
 from ridesaga.common.v1 import common_pb2
 from ridesaga.driver.v1 import driver_pb2
 from services.blocks.failure_detectors import PhiAccrualDetector
+from services.blocks.ring import RESOLUTION, cell_of
 from services.driver import domain
 from services.driver.adapters import DriverLocations
 from services.driver.cluster import Cluster
 from services.driver.forwarding import Peers
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+MATCHING_SPAN = "matching: ask the owners near the pickup"
+MEMBER_ATTRIBUTE = "ridesaga.member"  # the replica that matched
+CELL_ATTRIBUTE = "ridesaga.pickup_cell"  # H3, at services/blocks/ring.py's RESOLUTION
+OWNER_ATTRIBUTE = "ridesaga.pickup_owner"  # the cell's owner in that replica's view
+ASKED_ATTRIBUTE = "ridesaga.owners_asked"  # comma-separated
 
 
 class Matching:
@@ -48,14 +56,21 @@ class Matching:
         ]
 
     async def available(self, query: domain.NearbyQuery) -> list[tuple[str, float]]:
-        """(driver_id, distance_km), nearest first, from every owner near the pickup."""
+        """(driver_id, distance_km), nearest first, from every owner near the pickup. Its
+        span says which replica matched, the pickup's cell and its owner in this replica's
+        view, and who was asked (`ridectl explain` reads them from the trace)."""
         owners = self.cluster.owners_near(query.center, query.radius_km)
         request = driver_pb2.FindNearbyDriversRequest(
             location=common_pb2.LatLng(lat=query.center.lat, lng=query.center.lng),
             radius_km=query.radius_km,
             limit=query.limit,
         )
-        answers = await asyncio.gather(*(self._ask(member, query, request) for member in owners))
+        with tracer.start_as_current_span(MATCHING_SPAN) as span:
+            span.set_attribute(MEMBER_ATTRIBUTE, self.cluster.me)
+            span.set_attribute(CELL_ATTRIBUTE, cell_of(query.center.lat, query.center.lng, RESOLUTION))
+            span.set_attribute(OWNER_ATTRIBUTE, self.cluster.owner(query.center))
+            span.set_attribute(ASKED_ATTRIBUTE, ",".join(owners))
+            answers = await asyncio.gather(*(self._ask(member, query, request) for member in owners))
         merged = sorted((found for answer in answers for found in answer), key=lambda found: found[1])
         return merged[: query.limit]
 

@@ -25,6 +25,9 @@ from ridectl.explain import (
     SpanFact,
     Story,
     Trace,
+    as_json,
+    matchings,
+    text,
 )
 from ridectl.rides import UsageError
 
@@ -469,3 +472,34 @@ def test_a_ride_that_met_a_fault_and_needed_no_rescue_says_so() -> None:
     assert "kill trip at CAPTURING, aimed at this ride: +1.0 s to +2.0 s, recovered in 3.0 s" in told
     assert "Nothing of this ride was redone" in told and "What the records show saved it" not in told
     assert "Nothing of this ride was redone" not in explain.text(clean), "said only of a ride that met a fault"
+
+
+def test_each_matching_attempt_names_the_replica_the_pickup_cells_owner_and_who_was_asked() -> None:
+    ring = (
+        ("ridesaga.member", "127.0.0.1:7103"),
+        ("ridesaga.owners_asked", "127.0.0.1:7103,127.0.0.1:7003"),
+        ("ridesaga.pickup_cell", "872830828ffffff"),
+        ("ridesaga.pickup_owner", "127.0.0.1:7003"),
+    )
+    spans = (
+        *_trace().spans,
+        SpanFact("m2", "b", "driver", "matching: ask the owners near the pickup", 300.0, 2.0, False, False, ring[:1]),
+        SpanFact("m1", "b", "driver", "matching: ask the owners near the pickup", 200.0, 3.0, False, False, ring),
+    )
+    story = dataclasses.replace(completed_story(), trace=Trace("t", 900.0, spans))
+    assert [m.member for m in matchings(story.trace)] == ["127.0.0.1:7103", "127.0.0.1:7103"]
+    told = " ".join(text(story).split())  # the wrapped lines as one
+    assert (
+        "ring attempt 1: matched on 127.0.0.1:7103; pickup cell 872830828ffffff (H3 res 7) owned by"
+        " 127.0.0.1:7003 in its view; asked 127.0.0.1:7103, 127.0.0.1:7003" in told
+    )
+    assert (
+        "ring attempt 2: matched on 127.0.0.1:7103; pickup cell (H3 res 7) owned by in its view; asked no one" in told
+    )
+    assert json.loads(json.dumps(as_json(story)))["matchings"][0] == {
+        "member": "127.0.0.1:7103",
+        "cell": "872830828ffffff",
+        "owner": "127.0.0.1:7003",
+        "asked": ["127.0.0.1:7103", "127.0.0.1:7003"],
+    }
+    assert matchings(None) == () and matchings(_trace()) == ()
