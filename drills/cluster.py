@@ -18,6 +18,8 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -25,6 +27,7 @@ import psycopg
 from deploy.local import lifecycle, paths
 from drills import partition
 from drills.engine import STEPS, TRIP_DB, Drill, DrillError
+from drills.history import Fault
 from services.driver.client import ReplicaView, agreed, views
 from services.runtime.topology import ServiceSpec, member_address, member_source, replicas_of, service
 
@@ -96,57 +99,70 @@ def _addresses(replicas: list[ServiceSpec]) -> list[str]:
     return [member_address(r) for r in replicas]
 
 
-def kill_replica(d: Drill) -> dict[str, Any]:
-    """SIGKILL one driver replica mid-saga and keep it down until the others have declared
-    it dead; then start it again: it rejoins and every view agrees, three alive."""
+@dataclass(frozen=True)
+class Silenced:
+    """One replica silenced until the others declared it dead, then let back."""
+
+    target: ServiceSpec
+    member: str
+    fault: Fault
+    suspected: float  # drill time: when every other view had it suspect (or dead)
+    dead: float  # ... dead
+    converged: float  # ... every view agreed again, all alive
+    incarnations: tuple[int, int]  # its highest incarnation seen before and after
+
+    def findings(self) -> dict[str, Any]:
+        start = self.fault.start
+        before, after = self.incarnations
+        return {
+            "target": self.target.name,
+            "member": self.member,
+            **_times(start, self.dead, self.fault.end or self.converged, self.converged),
+            "suspected_after_seconds": round(self.suspected - start, 2),
+            "incarnation": {"before": before, "after": after},
+        }
+
+
+def _silence(d: Drill, silence: Callable[..., AbstractContextManager[Fault]]) -> Silenced:
+    """The shared half of the crash and freeze drills: `silence(name, **detail)` is the
+    fault window (Drill.held_down, Drill.paused), entered when a ride is at a random step
+    and left once every other replica has declared the target dead."""
     replicas = cluster(d)
     target = _target(d, replicas)
     me = member_address(target)
-    others = _addresses([r for r in replicas if r is not target])
-    everyone = set(_addresses(replicas))
-    _until(d, _addresses(replicas), _all_alive(everyone), CONVERGE_TIMEOUT_SECONDS, "three agreed views")
+    everyone = _addresses(replicas)
+    others = [a for a in everyone if a != me]
+    _until(d, everyone, _all_alive(set(everyone)), CONVERGE_TIMEOUT_SECONDS, "three agreed views")
+    before = _incarnation(_read(everyone), me)
     step = random.Random(d.seed + 1).choice(STEPS)
     ride_id = d.wait_for_step(step)
-    with d.held_down(target.name, step=step, ride_id=ride_id) as fault:
+    with silence(target.name, step=step, ride_id=ride_id) as fault:
         suspected = _until(d, others, _everyone_sees(me, {"suspect", "dead"}), DETECT_TIMEOUT_SECONDS, "suspicion")
         dead = _until(d, others, _everyone_sees(me, {"dead"}), DETECT_TIMEOUT_SECONDS, f"{me} declared dead")
-    healed = fault.end or d.now()
-    converged = _until(d, _addresses(replicas), _all_alive(everyone), CONVERGE_TIMEOUT_SECONDS, "agreement")
+    converged = _until(d, everyone, _all_alive(set(everyone)), CONVERGE_TIMEOUT_SECONDS, "agreement")
+    after = _incarnation(_read(everyone), me)
+    return Silenced(target, me, fault, suspected, dead, converged, (before, after))
+
+
+def kill_replica(d: Drill) -> dict[str, Any]:
+    """SIGKILL one driver replica mid-saga and keep it down until the others have declared
+    it dead; then start it again: it rejoins and every view agrees, three alive."""
+    found = _silence(d, d.held_down)
     return {
-        "target": target.name,
-        "member": me,
-        **_times(fault.start, dead, healed, converged),
-        "suspected_after_seconds": round(suspected - fault.start, 2),
-        "checks": {"the others declared the killed replica dead": dead > fault.start},
+        **found.findings(),
+        "checks": {"the others declared the killed replica dead": found.dead > found.fault.start},
     }
 
 
 def pause_replica(d: Drill) -> dict[str, Any]:
     """SIGSTOP one driver replica: the others suspect it, then declare it dead; after
     SIGCONT it hears of its death and refutes it with a higher incarnation."""
-    replicas = cluster(d)
-    target = _target(d, replicas)
-    me = member_address(target)
-    others = _addresses([r for r in replicas if r is not target])
-    everyone = set(_addresses(replicas))
-    _until(d, _addresses(replicas), _all_alive(everyone), CONVERGE_TIMEOUT_SECONDS, "three agreed views")
-    before = _incarnation(_read(_addresses(replicas)), me)
-    step = random.Random(d.seed + 1).choice(STEPS)
-    ride_id = d.wait_for_step(step)
-    with d.paused(target.name, step=step, ride_id=ride_id) as fault:
-        suspected = _until(d, others, _everyone_sees(me, {"suspect", "dead"}), DETECT_TIMEOUT_SECONDS, "suspicion")
-        dead = _until(d, others, _everyone_sees(me, {"dead"}), DETECT_TIMEOUT_SECONDS, f"{me} declared dead")
-    healed = fault.end or d.now()
-    converged = _until(d, _addresses(replicas), _all_alive(everyone), CONVERGE_TIMEOUT_SECONDS, "agreement")
-    after = _incarnation(_read(_addresses(replicas)), me)
+    found = _silence(d, d.paused)
+    before, after = found.incarnations
     return {
-        "target": target.name,
-        "member": me,
-        **_times(fault.start, dead, healed, converged),
-        "suspected_after_seconds": round(suspected - fault.start, 2),
-        "incarnation": {"before": before, "after": after},
+        **found.findings(),
         "checks": {
-            "suspected before declared dead": suspected <= dead,
+            "suspected before declared dead": found.suspected <= found.dead,
             "refuted with a higher incarnation": after > before,
         },
     }
@@ -230,11 +246,13 @@ def rolling_restart(d: Drill) -> dict[str, Any]:
         d.wait_for_step(random.Random(d.seed + len(steps)).choice(STEPS))
         with d.window("stop", target.name) as fault:
             d.supervisor.stop_nowait(target.name)  # SIGTERM: the replica says goodbye, then drains
-            gone = _until(d, others, _everyone_sees(me, {"left", "dead"}), DETECT_TIMEOUT_SECONDS, f"{me} gone")
-            seen_as = sorted({v.states().get(me, "unknown") for v in _read(others)})
-            d.wait_stopped(target.name)
-            d.supervisor.start(target.name)
-            d.wait_healthy(target.name)
+            try:
+                gone = _until(d, others, _everyone_sees(me, {"left", "dead"}), DETECT_TIMEOUT_SECONDS, f"{me} gone")
+                seen_as = sorted({v.states().get(me, "unknown") for v in _read(others)})
+            finally:  # started again however the wait ended: a drill never leaves a replica down
+                d.wait_stopped(target.name)
+                d.supervisor.start(target.name)
+                d.wait_healthy(target.name)
         converged = _until(d, addresses, _all_alive(everyone), CONVERGE_TIMEOUT_SECONDS, "agreement")
         steps.append(
             {"target": target.name, **_times(fault.start, gone, fault.end or d.now(), converged), "seen_as": seen_as}

@@ -185,8 +185,10 @@ class Drill:
         pid = self.pid(name)
         with self.window("kill (held down)", name, pid=pid, **detail) as fault:
             os.kill(pid, signal.SIGSTOP)
-            self.supervisor.stop_nowait(name)
-            os.kill(pid, signal.SIGKILL)
+            try:
+                self.supervisor.stop_nowait(name)
+            finally:  # never left frozen: without the stop request supervisord restarts it
+                os.kill(pid, signal.SIGKILL)
             try:
                 yield fault
             finally:
