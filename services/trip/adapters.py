@@ -154,6 +154,12 @@ async def trace_id(conn: AsyncConnection[Any], ride_id: str) -> str:
     return str(row[0]) if row else ""
 
 
+async def traceparent(conn: AsyncConnection[Any], ride_id: str) -> str:
+    """The W3C traceparent of the span that started the ride: later work joins its trace."""
+    row = await (await conn.execute("SELECT traceparent FROM rides WHERE ride_id = %s", (ride_id,))).fetchone()
+    return str(row[0] or "") if row else ""
+
+
 async def overdue(
     conn: AsyncConnection[Any], now_ms: int, limit: int, skip: list[str]
 ) -> list[tuple[str, str, int, int, str]]:

@@ -33,6 +33,8 @@ from services.trip import adapters, fares, saga
 from services.trip.orchestrator import Orchestrator
 from services.trip.watchers import RideWatchers
 
+tracer = trace.get_tracer(__name__)
+
 SPEC = service("trip")
 CANCEL_WAIT_SECONDS = 3.0  # within rider's 5 s deadline for the call
 CANCEL_POLL_SECONDS = 0.02
@@ -155,7 +157,14 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
                 raise FailedPrecondition(f"ride {ride_id} is {current.state}: it can no longer be cancelled")
             body = saga_pb2.CancelRequested(reason=request.reason or "rider_cancelled")
             env = envelope(self.clock, f"{ride_id}:cancel", ride_id, "", cancel_requested=body)
-            await self.publisher.send(outgoing(Topic.TRIP_COMMANDS, env))
+            # One ride, one trace: the cancel and the compensations it starts join the
+            # ride's trace, linked to the rider's call that asked for them.
+            async with self.pool.connection() as conn:
+                stored = await adapters.traceparent(conn, ride_id)
+            parent = propagate.extract({"traceparent": stored} if stored else {})
+            asked = trace.Link(trace.get_current_span().get_span_context())
+            with tracer.start_as_current_span("cancel requested", context=parent, links=[asked]):
+                await self.publisher.send(outgoing(Topic.TRIP_COMMANDS, env))
             return await self._cancel_outcome(ride_id, env.message_id)
 
     async def _cancel_outcome(self, ride_id: str, message_id: str) -> trip_pb2.Ride:
