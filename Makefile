@@ -4,7 +4,7 @@ VENV := .venv
 RIDECTL := $(VENV)/bin/ridectl
 # `make up ZK_NODES=3` runs ZooKeeper as a three-node ensemble (for quorum drills);
 # `make up REPLICAS=payment=2` runs two payment replicas behind the mesh;
-# `make up DRIVERS=3` runs the driver service as a three-replica cluster (docs/gossip.md).
+# the driver service runs as a three-replica cluster; `make up DRIVERS=1` runs one (docs/gossip.md).
 export ZK_NODES REPLICAS DRIVERS
 
 .PHONY: bootstrap up down status demo test lint protos bench load load-ui drill compose-up compose-down deploy-render

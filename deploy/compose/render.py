@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from deploy import common
 from deploy.common import Doc
-from services.runtime.topology import COMPOSE, INFRA, SERVICES, SWEEPERS, ServiceSpec, service
+from services.runtime.topology import (
+    COMPOSE,
+    DRIVER_CLUSTER,
+    INFRA,
+    MEMBERS_NAME,
+    SERVICES,
+    SWEEPERS,
+    ServiceSpec,
+    membership_environment,
+    service,
+)
 
 TARGET = COMPOSE
 PORTS = TARGET.infra
@@ -117,33 +127,58 @@ def _jobs() -> dict[str, Doc]:
     }
 
 
+def replica_names(spec: ServiceSpec) -> list[str]:
+    """The containers of a service: the driver cluster's DRIVER_CLUSTER (driver, driver-2,
+    ...), one of every other."""
+    count = DRIVER_CLUSTER if spec.name == "driver" else 1
+    return [spec.name, *(f"{spec.name}-{n}" for n in range(2, count + 1))]
+
+
 def _service(spec: ServiceSpec) -> dict[str, Doc]:
+    found: dict[str, Doc] = {}
+    for number, name in enumerate(replica_names(spec), start=1):
+        found.update(_replica(spec, name, number))
+    return found
+
+
+def _replica(spec: ServiceSpec, name: str, number: int) -> dict[str, Doc]:
+    """A service container and its sidecar. A driver replica is a member named by its
+    container (resolved to its IP when it starts) and answers to the service's name too,
+    so callers' sidecars balance over every replica, and to MEMBERS_NAME, its seeds."""
     ready = {
         **_healthy("kafka", "postgres", "redis", "zookeeper"),
         "jaeger": {"condition": "service_started"},
         "topics": {"condition": "service_completed_successfully"},
         "migrate": {"condition": "service_completed_successfully"},
     }
-    app = _app([spec.name], common.app_environment(spec, TARGET), ready)
+    environment = common.app_environment(spec, TARGET)
+    if spec.name == "driver":
+        environment.update(membership_environment(spec, name))
+        if number > 1:
+            environment["RIDESAGA_REPLICA"] = str(number)  # its own Kafka transactional ids
+    app = _app([spec.name], environment, ready)
+    if spec.name == "driver":
+        aliases = [MEMBERS_NAME, *([spec.name] if name != spec.name else [])]
+        app["networks"] = {"default": {"aliases": aliases}}
     app["healthcheck"] = {"test": ["CMD", "ridesaga", "health", str(spec.app_port), spec.grpc_service], **HEALTH}
     if spec.name in PUBLISHED:
         app["ports"] = [f"127.0.0.1:{spec.ingress_port}:{spec.ingress_port}"]
     sidecar: Doc = {
         "image": common.ENVOY_IMAGE,
-        "network_mode": f"service:{spec.name}",
+        "network_mode": f"service:{name}",
         "user": str(common.ENVOY_UID),
         "command": ["envoy", "-c", common.ENVOY_CONFIG, "--disable-hot-restart", "--concurrency", "1", "-l", "warn"],
         "volumes": [f"../envoy/{spec.sidecar}.yaml:{common.ENVOY_CONFIG}:ro"],
         **HARDENED,
-        "depends_on": _healthy(spec.name),
+        "depends_on": _healthy(name),
         "restart": "unless-stopped",
     }
-    return {spec.name: app, spec.sidecar: sidecar}
+    return {name: app, f"{name}-envoy": sidecar}
 
 
 def _simulators() -> dict[str, Doc]:
     trip = common.app_environment(service("trip"), TARGET)
-    sidecars = {spec.sidecar: {"condition": "service_started"} for spec in SERVICES}
+    sidecars = {f"{name}-envoy": {"condition": "service_started"} for spec in SERVICES for name in replica_names(spec)}
     found: dict[str, Doc] = {
         name: _app(["sweeper"], {**trip, "RIDESAGA_SWEEPER_ID": name}, _healthy("trip")) for name in SWEEPERS
     }

@@ -84,18 +84,22 @@ def _cluster(name: str, endpoints: list[tuple[str, int]], upstream: bool = False
         "connect_timeout": "1s",
         **({"upstream_bind_config": {"source_address": {"address": source, "port_value": 0}}} if source else {}),
         **resilience,
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
+        "typed_extension_protocol_options": _http2(),
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
                 {"lb_endpoints": [{"endpoint": {"address": _address(port, host)}} for host, port in endpoints]}
             ],
         },
+    }
+
+
+def _http2() -> Config:
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
     }
 
 
@@ -136,6 +140,56 @@ def _member_routes(peer: ServiceSpec) -> list[Config]:
     cluster = f"member-{peer.name}"
     routes = _routes(f"/{peer.grpc_service}/", cluster, retries=False)
     return [{**route, "match": {**route["match"], "headers": header}} for route in routes]
+
+
+# By name (compose, Kubernetes) a replica's address is its pod or container IP, known only
+# when it starts: Envoy's dynamic forward proxy dials the address MEMBER_HEADER names.
+MEMBERS_CLUSTER = "members"
+_MEMBER_DNS_CACHE: Config = {"name": "members", "dns_lookup_family": "V4_ONLY"}
+_DFP = "envoy.filters.http.dynamic_forward_proxy"
+
+
+def _forward_proxy_filter() -> Config:
+    return {
+        "name": _DFP,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig",
+            "dns_cache_config": _MEMBER_DNS_CACHE,
+        },
+    }
+
+
+def _members_cluster() -> Config:
+    return {
+        "name": MEMBERS_CLUSTER,
+        "connect_timeout": "1s",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "cluster_type": {
+            "name": "envoy.clusters.dynamic_forward_proxy",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig",
+                "dns_cache_config": _MEMBER_DNS_CACHE,
+                # The forward proxy wants SNI and SAN checks for TLS upstreams; the hops
+                # between sidecars are plaintext like every other hop of this mesh.
+                "allow_insecure_cluster_options": True,
+            },
+        },
+        "typed_extension_protocol_options": _http2(),
+    }
+
+
+def _by_member_routes(spec: ServiceSpec) -> list[Config]:
+    """Replica to replica by name: any call carrying MEMBER_HEADER goes to the address it
+    names (the forward proxy takes the upstream host from the header)."""
+    header = [{"name": MEMBER_HEADER, "present_match": True}]
+    rewrite = {
+        _DFP: {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.PerRouteConfig",
+            "host_rewrite_header": MEMBER_HEADER,
+        }
+    }
+    routes = _routes(f"/{spec.grpc_service}/", MEMBERS_CLUSTER, retries=False)
+    return [{**r, "match": {**r["match"], "headers": header}, "typed_per_filter_config": rewrite} for r in routes]
 
 
 def _fault_filter() -> Config:
@@ -249,17 +303,24 @@ def sidecar_config(
     ingress_filters = [_fault_filter(), *([_edge_rate_limit()] if spec.name == "rider" else [])]
     ingress_routes = _routes("/", "local_app", retries=False)
     ingress = _address(spec.ingress_port, target.public_bind)
-    listeners = [_listener("ingress", ingress, ingress_routes, spec.sidecar, percent, ingress_filters)]
-    # The driver cluster's replicas reach each other by address (forwarding to an owner).
+    # Spans name the service's sidecar (driver-envoy), on every replica, as the replicas'
+    # applications name the service (driver); the node id names the replica's own.
     base = next(s for s in SERVICES if s.grpc_service == spec.grpc_service)
-    clustered = base.name == "driver" and not target.by_name
-    peers = [r for r in replicas_of(base, counts) if r.name != spec.name] if clustered else []
-    if upstreams or peers:
+    listeners = [_listener("ingress", ingress, ingress_routes, base.sidecar, percent, ingress_filters)]
+    # The driver cluster's replicas reach each other by address (forwarding to an owner):
+    # locally a static cluster per replica, by name one forward proxy for every replica.
+    clustered = base.name == "driver"
+    peers = [r for r in replicas_of(base, counts) if r.name != spec.name] if clustered and not target.by_name else []
+    by_member = clustered and target.by_name
+    if upstreams or peers or by_member:
         routes = [r for peer in peers for r in _member_routes(peer)]
+        routes += _by_member_routes(base) if by_member else []
         routes += [r for callee in upstreams for r in _routes(f"/{callee.grpc_service}/", callee.name, retries=True)]
-        listeners.append(_listener("egress", _address(spec.egress_port), routes, spec.sidecar, percent, []))
+        egress_filters = [_forward_proxy_filter()] if by_member else []
+        listeners.append(_listener("egress", _address(spec.egress_port), routes, base.sidecar, percent, egress_filters))
     clusters = [
         _cluster("local_app", [(LOOPBACK, spec.app_port)]),
+        *([_members_cluster()] if by_member else []),
         *(
             _cluster(f"member-{peer.name}", [(LOOPBACK, peer.ingress_port)], source=member_source(spec))
             for peer in peers

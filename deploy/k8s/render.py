@@ -1,6 +1,7 @@
 """The Kubernetes deployment as a kustomize base and two overlays: `dev` (one replica of
-everything) and `ha` (three Kafka brokers, three ZooKeeper nodes, two replicas of every
-service, PodDisruptionBudgets that keep a quorum and a serving replica through drains)."""
+everything but the driver cluster's three) and `ha` (three Kafka brokers, three ZooKeeper
+nodes, two replicas of every other service, PodDisruptionBudgets that keep a quorum and a
+serving replica through drains)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from deploy import common
 from deploy.common import Doc
 from deploy.k8s import infra as k8s_infra
 from deploy.k8s.workloads import jobs, service_workload, simulators
-from services.runtime.topology import SERVICES
+from services.runtime.topology import DRIVER_CLUSTER, SERVICES
 
 NAMESPACE = "ridesaga"
 HA_SERVICE_REPLICAS = 2
@@ -44,7 +45,8 @@ def _base() -> dict[str, str]:
 
 
 def _replicas(services: int, quorum: int) -> list[Doc]:
-    counts = [{"name": spec.name, "count": services} for spec in SERVICES]
+    """The driver service is a SWIM cluster of DRIVER_CLUSTER in every overlay."""
+    counts = [{"name": spec.name, "count": DRIVER_CLUSTER if spec.name == "driver" else services} for spec in SERVICES]
     return [*counts, {"name": "kafka", "count": quorum}, {"name": "zookeeper", "count": quorum}]
 
 
@@ -70,7 +72,9 @@ def _budget(name: str, rule: Doc) -> Doc:
 
 
 def _ha() -> dict[str, str]:
-    budgets = [_budget(spec.name, {"minAvailable": 1}) for spec in SERVICES]
+    budgets = [_budget(spec.name, {"minAvailable": 1}) for spec in SERVICES if spec.name != "driver"]
+    # The driver cluster drains one replica at a time, as the rolling-restart drill does.
+    budgets.append(_budget("driver", {"maxUnavailable": 1}))
     # A quorum of three survives one voluntary disruption at a time, never two.
     budgets += [_budget(name, {"maxUnavailable": 1}) for name in ("kafka", "zookeeper")]
     topics = jobs(kafka_replication=HA_QUORUM)[1]

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 from deploy import common
 from deploy.common import Doc
-from services.runtime.topology import KUBERNETES, SWEEPERS, ServiceSpec, service
+from services.runtime.topology import (
+    KUBERNETES,
+    MEMBERS_NAME,
+    SWEEPERS,
+    ServiceSpec,
+    membership_environment,
+    service,
+)
 
 TARGET = KUBERNETES
 PORTS = TARGET.infra
 POD_INDEX = "metadata.labels['apps.kubernetes.io/pod-index']"
+POD_IP = "RIDESAGA_POD_IP"
 
 
 def labels(name: str, component: str) -> Doc:
@@ -76,11 +84,21 @@ def workload(kind: str, name: str, component: str, pod: Doc, extra: Doc | None =
     }
 
 
-def k8s_service(name: str, component: str, ports: dict[str, int], headless: bool = False, selector: str = "") -> Doc:
+def k8s_service(
+    name: str,
+    component: str,
+    ports: dict[str, int],
+    headless: bool = False,
+    selector: str = "",
+    protocol: str = "TCP",
+) -> Doc:
     spec: Doc = {"selector": {"app.kubernetes.io/name": selector or name}}
     if headless:
         spec["clusterIP"] = "None"
-    spec["ports"] = [{"name": port_name, "port": port, "targetPort": port} for port_name, port in ports.items()]
+    spec["ports"] = [
+        {"name": port_name, "port": port, "targetPort": port, **({"protocol": protocol} if protocol != "TCP" else {})}
+        for port_name, port in ports.items()
+    ]
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -95,12 +113,24 @@ def _grpc_check(spec: ServiceSpec) -> Doc:
     return {"exec": {"command": ["ridesaga", "health", str(spec.app_port), spec.grpc_service]}}
 
 
+def _membership(spec: ServiceSpec) -> list[Doc]:
+    """A driver replica is a member named by its pod's IP (Kubernetes expands $(VAR) from
+    the variables before it) and joins through MEMBERS_NAME."""
+    if spec.name != "driver":
+        return []
+    return [field(POD_IP, "status.podIP"), *env(membership_environment(spec, f"$({POD_IP})"))]
+
+
 def _app_container(spec: ServiceSpec) -> Doc:
-    return {
+    container: Doc = {
         "name": spec.name,
         "image": common.APP_IMAGE,
         "args": [spec.name],
-        "env": [*env(common.app_environment(spec, TARGET)), field("RIDESAGA_POD_INDEX", POD_INDEX)],
+        "env": [
+            *env(common.app_environment(spec, TARGET)),
+            field("RIDESAGA_POD_INDEX", POD_INDEX),
+            *_membership(spec),
+        ],
         "readinessProbe": {**_grpc_check(spec), "periodSeconds": 10, "timeoutSeconds": 5},
         "livenessProbe": {
             **_grpc_check(spec),
@@ -113,6 +143,10 @@ def _app_container(spec: ServiceSpec) -> Doc:
         "securityContext": locked_down(common.APP_UID),
         "volumeMounts": [TMP_MOUNT],
     }
+    if spec.name == "driver":
+        # SWIM's datagrams go app to app on the pod's IP, beside the sidecar's gRPC port.
+        container["ports"] = [{"name": "gossip", "containerPort": spec.ingress_port, "protocol": "UDP"}]
+    return container
 
 
 def _sidecar_container(spec: ServiceSpec) -> Doc:
@@ -138,10 +172,21 @@ def service_workload(spec: ServiceSpec) -> list[Doc]:
     pod = pod_spec([_app_container(spec), _sidecar_container(spec)], [TMP, config])
     pod["terminationGracePeriodSeconds"] = 20
     extra = {"serviceName": spec.name, "podManagementPolicy": "Parallel"}
-    return [
-        k8s_service(spec.name, "service", {"grpc": spec.ingress_port}, headless=True),
-        workload("StatefulSet", spec.name, "service", pod, extra),
-    ]
+    found = [k8s_service(spec.name, "service", {"grpc": spec.ingress_port}, headless=True)]
+    if spec.name == "driver":
+        found.append(_members_service(spec))
+    return [*found, workload("StatefulSet", spec.name, "service", pod, extra)]
+
+
+def _members_service(spec: ServiceSpec) -> Doc:
+    """Every driver replica's IP, ready or not, behind one name: a replica gossips from its
+    start, before its readiness probe passes, so its seeds must include the pods that the
+    callers' Service still leaves out."""
+    members = k8s_service(
+        MEMBERS_NAME, "membership", {"gossip": spec.ingress_port}, headless=True, selector=spec.name, protocol="UDP"
+    )
+    members["spec"]["publishNotReadyAddresses"] = True
+    return members
 
 
 def _app_pod(args: list[str], values: list[Doc], memory: str = "192Mi", memory_limit: str = "384Mi") -> Doc:

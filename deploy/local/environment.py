@@ -46,10 +46,16 @@ def _pairs(variable: str, raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
-def _with_drivers(replicas: tuple[tuple[str, int], ...], drivers: int | None) -> tuple[tuple[str, int], ...]:
-    """DRIVERS=N, the driver cluster's size, as REPLICAS=driver=N would say it."""
+def _with_drivers(
+    replicas: tuple[tuple[str, int], ...], drivers: int | None, previous: int
+) -> tuple[tuple[str, int], ...]:
+    """DRIVERS=N, the driver cluster's size, as REPLICAS=driver=N would say it; unset, the
+    size REPLICAS names, else the previous stack's (a REPLICAS=payment=2 does not shrink the
+    driver cluster)."""
     if drivers is None:
-        return replicas
+        if any(name == "driver" for name, _ in replicas):
+            return replicas
+        drivers = previous
     others = tuple(pair for pair in replicas if pair[0] != "driver")
     return (*others, ("driver", drivers)) if drivers != 1 else others
 
@@ -99,7 +105,9 @@ def requested_stack(previous: Stack | None) -> Stack:
     return Stack(
         zookeeper_nodes=int(nodes) if nodes else base.zookeeper_nodes,
         replicas=_with_drivers(
-            _pairs("REPLICAS", replicas) if replicas is not None else base.replicas, int(drivers) if drivers else None
+            _pairs("REPLICAS", replicas) if replicas is not None else base.replicas,
+            int(drivers) if drivers else None,
+            base.replica_counts().get("driver", 1),
         ),
         clock_skew_ms=_pairs("RIDESAGA_CLOCK_SKEW", env.get("RIDESAGA_CLOCK_SKEW", "")),
         fleet_size=int(size) if size else Stack.fleet_size,

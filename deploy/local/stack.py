@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.local.errors import StackError
-from services.runtime.topology import MAX_REPLICAS, REPLICABLE, SERVICES
+from services.runtime.topology import DRIVER_CLUSTER, MAX_REPLICAS, REPLICABLE, SERVICES
 
 STACK_FILE = "stack.json"
 ZOOKEEPER_SIZES = (1, 3)
@@ -46,7 +46,8 @@ INSTANT = FleetPace(think_seconds=(0.0, 0.0), ride_seconds=(0.0, 0.0))  # driver
 @dataclass(frozen=True)
 class Stack:
     zookeeper_nodes: int = 1
-    replicas: tuple[tuple[str, int], ...] = ()  # (service, count), only where count > 1 was asked
+    # (service, count) for every service that runs more than one process
+    replicas: tuple[tuple[str, int], ...] = (("driver", DRIVER_CLUSTER),)
     clock_skew_ms: tuple[tuple[str, int], ...] = ()  # (service, ms its wall clock is set off)
     fleet_size: int = 30
     fleet_accept_rate: float | None = None  # None: the fleet's default

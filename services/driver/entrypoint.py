@@ -28,7 +28,7 @@ from services.driver.adapters import DriverLocations, DriverRegistry
 from services.driver.cluster import Cluster
 from services.driver.forwarding import Peers, forwarded
 from services.driver.matching import Matching
-from services.driver.membership import Membership
+from services.driver.membership import Membership, resolved_member
 from services.driver.offers import OfferHub
 from services.driver.participant import DriverParticipant
 from services.runtime import config, db, validation
@@ -320,7 +320,8 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     publisher = Publisher(settings.kafka_bootstrap)
     registry, locations = DriverRegistry(pool), DriverLocations(client)
     detector = PhiAccrualDetector()
-    me, seeds = config.membership()
+    named, seeds = config.membership()
+    me = await resolved_member(named)
     membership = Membership(me, seeds)
     await membership.start()
     peers = Peers(me, settings.egress_target)

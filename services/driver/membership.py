@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -213,7 +215,7 @@ class Membership:
             lambda: _Endpoint(self._received), local_addr=(host, int(port))
         )
         self._started_at = time.time()
-        self._join(_now_ms())
+        await self._join(_now_ms())
         self._timer = asyncio.create_task(self._run(), name=f"swim {self.me}")
 
     async def leave(self) -> None:
@@ -238,7 +240,7 @@ class Membership:
             try:
                 now = _now_ms()
                 if not self._node.members and now >= self._next_join_ms:
-                    self._join(now)  # no one known yet: the seeds may start after us
+                    await self._join(now)  # no one known yet: the seeds may start after us
                 self._send_all(self._node.tick(now))
                 self._observe()
             except Exception:
@@ -246,9 +248,10 @@ class Membership:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), TICK_S)
 
-    def _join(self, now_ms: float) -> None:
+    async def _join(self, now_ms: float) -> None:
         self._next_join_ms = now_ms + self._node.config.period_ms
-        self._send_all(self._node.join(self._seeds, now_ms))
+        seeds = [seed for seed in await resolved_seeds(self._seeds) if seed != self.me]
+        self._send_all(self._node.join(seeds, now_ms))
 
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
@@ -305,6 +308,48 @@ class Membership:
                 self._on_change(change)
             except Exception:
                 log.exception("on_change failed", extra={"fields": fields})
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def resolved_seeds(seeds: Sequence[str]) -> list[str]:
+    """The seeds as member addresses. A seed named by host name (compose, Kubernetes: every
+    replica behind one DNS name) stands for each IPv4 address it resolves to now; a name
+    that resolves to nothing yet is skipped, and asked again at the next join."""
+    loop = asyncio.get_running_loop()
+    found: list[str] = []
+    for seed in seeds:
+        host, _, port = seed.rpartition(":")
+        if _is_ip(host):
+            found.append(seed)
+            continue
+        try:
+            infos = await loop.getaddrinfo(host, int(port), family=socket.AF_INET, type=socket.SOCK_DGRAM)
+        except OSError as error:
+            log.debug("seed not resolved", extra={"fields": {"seed": seed, "error": repr(error)}})
+            continue
+        found += [f"{info[4][0]}:{port}" for info in infos]
+    return list(dict.fromkeys(found))
+
+
+async def resolved_member(address: str) -> str:
+    """A replica's own address with its host name resolved to an IPv4 address: members are
+    named by IP, so sending to one never asks DNS (compose names a container; Kubernetes
+    passes the pod's IP, which passes through)."""
+    host, _, port = address.rpartition(":")
+    if _is_ip(host):
+        return address
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, int(port), family=socket.AF_INET)
+    except OSError as error:
+        raise ValueError(f"RIDESAGA_MEMBER {address!r}: the host does not resolve ({error})") from None
+    return f"{infos[0][4][0]}:{port}"
 
 
 def _now_ms() -> float:

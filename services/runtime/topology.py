@@ -122,6 +122,10 @@ REPLICA_PORT_STEP = 100
 # consistent-hash ring (services/driver/cluster.py). Trip's orchestrator is one group member.
 REPLICABLE = ("payment", "psp", "driver")
 MAX_REPLICAS = 3
+DRIVER_CLUSTER = 3  # driver replicas on every target unless asked otherwise (`make up DRIVERS=N`)
+# By name (compose, Kubernetes) every driver replica, ready or not, answers to this DNS
+# name (a headless Service that publishes not-ready addresses): the seeds a replica joins.
+MEMBERS_NAME = "driver-members"
 
 
 # A call from one driver replica to another names its target in this header; the
@@ -133,6 +137,17 @@ def member_address(spec: ServiceSpec, host: str = "127.0.0.1") -> str:
     """A driver replica's identity in the cluster: the address of its sidecar, which other
     replicas forward to; its SWIM gossip goes over UDP to the same host and port number."""
     return f"{host}:{spec.ingress_port}"
+
+
+def membership_environment(spec: ServiceSpec, member_host: str) -> dict[str, str]:
+    """A driver replica's membership on a target that reaches parties by name: its own
+    address (`member_host`, a name or the pod's IP, resolved to an IP when it starts) and its
+    seeds, every replica behind MEMBERS_NAME (services/driver/membership.py resolves it at
+    each join)."""
+    return {
+        "RIDESAGA_MEMBER": f"{member_host}:{spec.ingress_port}",
+        "RIDESAGA_SEEDS": f"{MEMBERS_NAME}:{spec.ingress_port}",
+    }
 
 
 def member_source(spec: ServiceSpec) -> str:

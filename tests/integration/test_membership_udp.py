@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from services.blocks import swim
-from services.driver.membership import Membership, MemberView
+from services.driver.membership import Membership, MemberView, resolved_member
 
 # Fast enough that a test takes a few seconds; ports 24001-24099 are this file's alone.
 CONFIG = swim.Config(period_ms=100, ack_timeout_ms=30)
@@ -205,6 +205,31 @@ def test_a_member_started_before_its_seed_joins_once_the_seed_is_up() -> None:
             await second.close()
 
     asyncio.run(scenario())
+
+
+def test_a_member_joins_through_a_seed_named_by_host_name_and_is_known_by_its_ip() -> None:
+    # As in compose and Kubernetes, where the seed is the name every replica answers to.
+    first, second = addresses(24061)[:2]
+
+    async def scenario() -> None:
+        me = await resolved_member(f"localhost:{second.rpartition(':')[2]}")
+        assert me == second
+        seed = Membership(first, [], CONFIG)
+        joiner = Membership(me, [f"localhost:{first.rpartition(':')[2]}", "no-such-host.invalid:24069"], CONFIG)
+        try:
+            await seed.start()
+            await joiner.start()
+            await all_alive([seed, joiner], [first, second], seconds(FORMED))
+        finally:
+            await seed.close()
+            await joiner.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_member_whose_own_name_does_not_resolve_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match=r"RIDESAGA_MEMBER 'no-such-host.invalid:24070': the host does not resolve"):
+        asyncio.run(resolved_member("no-such-host.invalid:24070"))
 
 
 def test_a_bad_datagram_is_logged_with_its_sender_and_dropped_and_the_member_goes_on(

@@ -23,10 +23,26 @@ import pytest
 import yaml
 
 from deploy import tools
+from deploy.compose.render import replica_names
 from deploy.envoy.render import sidecar_config
 from deploy.local import paths
 from services.runtime import config
-from services.runtime.topology import COMPOSE, KUBERNETES, LOCAL, SERVICES, ServiceSpec, Target, service_environment
+from services.runtime.topology import (
+    COMPOSE,
+    DRIVER_CLUSTER,
+    KUBERNETES,
+    LOCAL,
+    MEMBER_HEADER,
+    MEMBERS_NAME,
+    SERVICES,
+    STREAMS,
+    ServiceSpec,
+    Target,
+    membership_environment,
+    replica,
+    service,
+    service_environment,
+)
 
 Doc = dict[str, Any]
 DEPLOY = paths.REPO / "deploy"
@@ -208,18 +224,75 @@ def _ports(doc: Any) -> list[int]:
     return [int(p) for p in re.findall(r"'port_value': (\d+)", str(doc))]
 
 
+def _without_member_routing(doc: Doc) -> Doc:
+    """A sidecar config less the driver cluster's replica-to-replica routes, which differ by
+    design: static per replica locally, one forward proxy by name (the next test)."""
+    doc = copy.deepcopy(doc)
+    resources = doc["static_resources"]
+    resources["clusters"] = [c for c in resources["clusters"] if not c["name"].startswith("member")]
+    for listener in resources["listeners"]:
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for host in manager["route_config"]["virtual_hosts"]:
+            host["routes"] = [r for r in host["routes"] if "headers" not in r["match"]]
+        manager["http_filters"] = [f for f in manager["http_filters"] if "dynamic_forward_proxy" not in f["name"]]
+    resources["listeners"] = [
+        listener
+        for listener in resources["listeners"]
+        if listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    ]
+    return doc
+
+
 def test_every_target_runs_the_same_sidecars_on_the_same_ports(overlays: dict[str, list[Doc]]) -> None:
     configs = dict(_sidecar_configs(overlays))
     for spec in SERVICES:
-        local = configs[f"local/{spec.sidecar}"]
+        local = _without_member_routing(configs[f"local/{spec.sidecar}"])
         for target in ("compose", "k8s"):
-            other = configs[f"{target}/{spec.sidecar}"]
+            other = _without_member_routing(configs[f"{target}/{spec.sidecar}"])
             assert _without_hosts(other) == _without_hosts(local), f"{target}/{spec.sidecar}"
             assert _ports(other) == _ports(local), f"{target}/{spec.sidecar}: ports"
 
 
-def _compose_environment(compose: Doc, spec: ServiceSpec) -> dict[str, str]:
-    environment: dict[str, str] = compose["services"][spec.name]["environment"]
+def _member_routes(doc: Doc) -> list[Doc]:
+    egress = [listener for listener in doc["static_resources"]["listeners"] if listener["name"] == "egress"]
+    manager = egress[0]["filter_chains"][0]["filters"][0]["typed_config"] if egress else {}
+    hosts = manager.get("route_config", {}).get("virtual_hosts", [])
+    return [r for host in hosts for r in host["routes"] if "headers" in r["match"]]
+
+
+def test_a_replicas_sidecar_reports_spans_as_its_services_sidecar() -> None:
+    # One service, one name in a trace, whichever replica served (the node id says which).
+    config = sidecar_config(replica(service("driver"), 2), replicas={"driver": DRIVER_CLUSTER})
+    assert config["node"]["id"] == "driver-2-envoy"
+    for listener in config["static_resources"]["listeners"]:
+        tracing = listener["filter_chains"][0]["filters"][0]["typed_config"]["tracing"]
+        assert tracing["provider"]["typed_config"]["service_name"] == "driver-envoy", listener["name"]
+
+
+def test_a_driver_replica_reaches_each_other_replica_by_the_address_its_call_names(
+    overlays: dict[str, list[Doc]],
+) -> None:
+    configs = dict(_sidecar_configs(overlays))
+    driver = service("driver")
+    # Locally: an exact match on each other replica's address, to that replica's own cluster.
+    local = _member_routes(sidecar_config(driver, replicas={"driver": DRIVER_CLUSTER}))
+    wanted = {"127.0.0.1:7103": "member-driver-2", "127.0.0.1:7203": "member-driver-3"}
+    assert {r["match"]["headers"][0]["string_match"]["exact"]: r["route"]["cluster"] for r in local} == wanted
+    # By name: whatever address the header names, through the forward proxy that dials it.
+    for target in ("compose", "k8s"):
+        config = configs[f"{target}/{driver.sidecar}"]
+        routes = _member_routes(config)
+        assert routes and {r["route"]["cluster"] for r in routes} == {"members"}, target
+        assert all(r["match"]["headers"] == [{"name": MEMBER_HEADER, "present_match": True}] for r in routes)
+        proxy = "envoy.filters.http.dynamic_forward_proxy"
+        rewrites = {r["typed_per_filter_config"][proxy]["host_rewrite_header"] for r in routes}
+        assert rewrites == {MEMBER_HEADER}, target
+        assert len(routes) == 1 + sum(path.startswith(f"/{driver.grpc_service}/") for path in STREAMS)
+    assert _member_routes(configs["compose/trip-envoy"]) == [], "only the driver's replicas address each other"
+
+
+def _compose_environment(compose: Doc, spec: ServiceSpec, name: str = "") -> dict[str, str]:
+    environment: dict[str, str] = compose["services"][name or spec.name]["environment"]
     return environment
 
 
@@ -231,7 +304,9 @@ def _pod_environment(overlays: dict[str, list[Doc]], overlay: str, spec: Service
 def test_every_target_runs_the_same_services(compose: Doc, overlays: dict[str, list[Doc]]) -> None:
     names = {spec.name for spec in SERVICES}
     sidecars = {name for name, svc in compose["services"].items() if "network_mode" in svc}
-    assert {compose["services"][s]["network_mode"].removeprefix("service:") for s in sidecars} == names
+    replicas = {name for spec in SERVICES for name in replica_names(spec)}
+    assert {compose["services"][s]["network_mode"].removeprefix("service:") for s in sidecars} == replicas
+    assert replicas - names == {f"driver-{n}" for n in range(2, DRIVER_CLUSTER + 1)}
     for overlay in OVERLAYS:
         workloads = _objects(overlays[overlay], "StatefulSet")
         assert {
@@ -240,6 +315,43 @@ def test_every_target_runs_the_same_services(compose: Doc, overlays: dict[str, l
         services = _objects(overlays[overlay], "Service")
         for spec in SERVICES:
             assert [p["port"] for p in services[spec.name]["spec"]["ports"]] == [spec.ingress_port]
+
+
+def test_compose_runs_the_driver_cluster_as_replicas_that_find_each_other_by_name(compose: Doc) -> None:
+    driver = service("driver")
+    names = replica_names(driver)
+    assert len(names) == DRIVER_CLUSTER
+    for number, name in enumerate(names, start=1):
+        app = compose["services"][name]
+        environment = app["environment"]
+        assert environment["RIDESAGA_MEMBER"] == f"{name}:{driver.ingress_port}"
+        assert environment["RIDESAGA_SEEDS"] == f"{MEMBERS_NAME}:{driver.ingress_port}"
+        assert environment.get("RIDESAGA_REPLICA", "1") == str(number), "its own Kafka transactional ids"
+        aliases = set(app["networks"]["default"]["aliases"])
+        assert aliases == {MEMBERS_NAME} | ({"driver"} if name != "driver" else set()), name
+        sidecar = compose["services"][f"{name}-envoy"]
+        assert sidecar["network_mode"] == f"service:{name}"
+        assert sidecar["volumes"][0].startswith(f"../envoy/{driver.sidecar}.yaml:")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kubernetes_driver_pods_join_through_a_service_that_publishes_unready_pods(
+    overlay: str, overlays: dict[str, list[Doc]]
+) -> None:
+    members = _objects(overlays[overlay], "Service")[MEMBERS_NAME]["spec"]
+    assert members["publishNotReadyAddresses"] is True and members["clusterIP"] == "None"
+    assert members["selector"] == {"app.kubernetes.io/name": "driver"}
+    assert members["ports"][0]["protocol"] == "UDP"
+    container = _objects(overlays[overlay], "StatefulSet")["driver"]["spec"]["template"]["spec"]["containers"][0]
+    order = [item["name"] for item in container["env"]]
+    # $(RIDESAGA_POD_IP) expands only from a variable defined before it.
+    assert order.index("RIDESAGA_POD_IP") < order.index("RIDESAGA_MEMBER")
+    assert {"name": "gossip", "containerPort": 7003, "protocol": "UDP"} in container["ports"]
+    budget = _objects(overlays[overlay], "PodDisruptionBudget").get("driver")
+    assert budget is None or budget["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": {"app.kubernetes.io/name": "driver"}},
+    }
 
 
 def _settings(environment: dict[str, str], name: str, monkeypatch: pytest.MonkeyPatch) -> config.Settings:
@@ -255,12 +367,17 @@ def _settings(environment: dict[str, str], name: str, monkeypatch: pytest.Monkey
 def test_every_target_gives_a_service_the_same_settings(
     spec: ServiceSpec, compose: Doc, overlays: dict[str, list[Doc]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A driver replica is also told its member address: its container's name in compose,
+    # its pod's IP in Kubernetes.
     in_compose = _compose_environment(compose, spec)
-    assert in_compose == {**service_environment(spec, COMPOSE), "PYTHONUNBUFFERED": "1"}
+    compose_member = membership_environment(spec, spec.name) if spec.name == "driver" else {}
+    pod_member = membership_environment(spec, "$(RIDESAGA_POD_IP)") if spec.name == "driver" else {}
+    assert in_compose == {**service_environment(spec, COMPOSE), "PYTHONUNBUFFERED": "1", **compose_member}
     for overlay in OVERLAYS:
         in_pod = _pod_environment(overlays, overlay, spec)
-        assert in_pod == {**service_environment(spec, KUBERNETES), "PYTHONUNBUFFERED": "1"}
-        assert {**in_pod, "RIDESAGA_ENVIRONMENT": "compose"} == in_compose, "only the environment's name differs"
+        assert in_pod == {**service_environment(spec, KUBERNETES), "PYTHONUNBUFFERED": "1", **pod_member}
+        same = {**in_pod, "RIDESAGA_ENVIRONMENT": "compose", **compose_member}
+        assert same == in_compose, "only the environment's name and the member's address differ"
     local = _settings({}, spec.name, monkeypatch)
     assert _settings(service_environment(spec, LOCAL), spec.name, monkeypatch) == local
     for target in (COMPOSE, KUBERNETES):
@@ -286,7 +403,7 @@ def test_every_service_pod_has_its_sidecar_probes_security_and_resources(
     for spec in SERVICES:
         workload = workloads[spec.name]
         pod = workload["spec"]["template"]["spec"]
-        assert workload["spec"]["replicas"] == replicas
+        assert workload["spec"]["replicas"] == (DRIVER_CLUSTER if spec.name == "driver" else replicas)
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert [c["name"] for c in pod["containers"]] == [spec.name, "envoy"], "the service and its sidecar"
         for container in pod["containers"]:

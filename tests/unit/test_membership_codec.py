@@ -1,16 +1,19 @@
 """The SWIM datagram codec (services/driver/membership.py): every message survives a round
-trip, and every malformed datagram is refused with BadDatagram naming what was wrong."""
+trip, and every malformed datagram is refused with BadDatagram naming what was wrong; seeds
+named by host name stand for every address they resolve to."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.blocks import swim
-from services.driver.membership import MAX_DATAGRAM, BadDatagram, decode, encode
+from services.driver.membership import MAX_DATAGRAM, BadDatagram, decode, encode, resolved_seeds
 
 addresses = st.builds(
     lambda host, port: f"{host}:{port}", st.sampled_from(["127.0.0.1", "10.0.3.7"]), st.integers(1, 65535)
@@ -130,3 +133,17 @@ def test_any_json_decodes_to_a_message_or_is_refused_as_a_bad_datagram(body: obj
     except BadDatagram:
         return
     assert decode(encode(message)) == message
+
+
+def test_a_seed_named_by_host_name_stands_for_every_address_it_resolves_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    # In Kubernetes the seeds' name is a headless Service: one A record per replica.
+    answers = {"driver-members": ["10.0.0.7", "10.0.0.8", "10.0.0.7"]}
+
+    async def getaddrinfo(_loop: object, host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", (ip, port)) for ip in answers[host]]
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+    seeds = ["driver-members:7003", "10.0.0.9:7003", "not-yet:7003"]
+    assert asyncio.run(resolved_seeds(seeds)) == ["10.0.0.7:7003", "10.0.0.8:7003", "10.0.0.9:7003"]

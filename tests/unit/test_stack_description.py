@@ -121,6 +121,20 @@ def test_drivers_sizes_the_driver_cluster_beside_the_other_replicas(monkeypatch:
     assert environment.requested_stack(previous).replicas == (("payment", 2),)
 
 
+def test_a_new_run_starts_three_driver_replicas_and_replicas_elsewhere_keep_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("ZK_NODES", "REPLICAS", "DRIVERS"):
+        monkeypatch.delenv(name, raising=False)
+    assert environment.requested_stack(None).replica_counts() == {"driver": 3}
+    monkeypatch.setenv("REPLICAS", "payment=2")
+    assert environment.requested_stack(None).replica_counts() == {"payment": 2, "driver": 3}
+    monkeypatch.setenv("REPLICAS", "payment=2,driver=2")
+    assert environment.requested_stack(None).replica_counts() == {"payment": 2, "driver": 2}
+    monkeypatch.setenv("DRIVERS", "1")
+    assert environment.requested_stack(None).replica_counts() == {"payment": 2}
+
+
 def test_each_driver_replica_is_told_its_address_and_every_seed(tmp_path: Path) -> None:
     found = {c.name: c.environment for c in components.all_components(tmp_path, Stack(replicas=(("driver", 3),)))}
     seeds = "127.0.0.1:7003,127.0.0.1:7103,127.0.0.1:7203"
