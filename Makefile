@@ -5,9 +5,9 @@ RIDECTL := $(VENV)/bin/ridectl
 # `make up ZK_NODES=3` runs ZooKeeper as a three-node ensemble (for quorum drills);
 # `make up REPLICAS=payment=2` runs two payment replicas behind the mesh;
 # the driver service runs as a three-replica cluster; `make up DRIVERS=1` runs one (docs/gossip.md).
-export ZK_NODES REPLICAS DRIVERS
+export ZK_NODES REPLICAS DRIVERS QUORUM QUORUM_SLOPPY
 
-.PHONY: bootstrap up down status demo test lint protos bench load load-ui drill compose-up compose-down deploy-render
+.PHONY: bootstrap up down status demo test lint protos bench load load-ui drill quorum-lab compose-up compose-down deploy-render
 
 bootstrap:
 	@$(PYTHON) -m deploy.local.bootstrap
@@ -59,6 +59,12 @@ load-ui: up
 drill: bootstrap
 	@ZK_NODES=$${ZK_NODES:-3} DRIVERS=$${DRIVERS:-3} $(RIDECTL) up
 	@$(RIDECTL) drill suite --report reports/drills
+
+# The quorum lab (docs/quorum.md): ours on the running driver cluster, then a real
+# three-node Cassandra (fetched the first time, started and stopped by the lab).
+quorum-lab: up
+	@$(RIDECTL) quorum drill --report reports/quorum
+	@$(RIDECTL) quorum cassandra --report reports/quorum
 
 COMPOSE := docker compose -f deploy/compose/compose.yaml
 compose-up:

@@ -227,6 +227,9 @@ def parser() -> argparse.ArgumentParser:
     mesh.add_arguments(fault)
     fault.set_defaults(handler=mesh.faults)
     rides.add_commands(commands)
+    from ridectl import quorum
+
+    quorum.add_commands(commands)
     lab.add_commands(commands)
     explain.add_commands(commands)
     from ridectl import psp_cmd

@@ -42,6 +42,7 @@ from services.driver.matching import (
     MATCHING_SPAN,
     MEMBER_ATTRIBUTE,
     OWNER_ATTRIBUTE,
+    QUORUM_ATTRIBUTE,
 )
 from services.payment.domain import charge_description
 from services.runtime.messages import Poison, decode
@@ -581,6 +582,7 @@ class Matched:
     cell: str  # the pickup's H3 cell
     owner: str  # its owner in that replica's view
     asked: tuple[str, ...]  # the owners of the cells near the pickup, asked for drivers
+    positions: str = ""  # how the candidates' positions were read through the quorum
 
 
 def matchings(t: Trace | None) -> tuple[Matched, ...]:
@@ -597,6 +599,7 @@ def matchings(t: Trace | None) -> tuple[Matched, ...]:
                 attributes.get(CELL_ATTRIBUTE, ""),
                 attributes.get(OWNER_ATTRIBUTE, ""),
                 asked,
+                attributes.get(QUORUM_ATTRIBUTE, ""),
             )
         )
     return tuple(found)
@@ -606,6 +609,7 @@ def _matched_text(number: int, m: Matched) -> str:
     return (
         f"attempt {number}: matched on {m.member}; pickup cell {m.cell} (H3 res {RESOLUTION}) owned by"
         f" {m.owner} in its view; asked {', '.join(m.asked) or 'no one'}"
+        + (f"; candidates' positions through the quorum, {m.positions}" if m.positions else "")
     )
 
 

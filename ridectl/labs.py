@@ -167,12 +167,14 @@ CATALOGUE: tuple[Lab, ...] = (
         "quorum-systems",
         "topic",
         "Quorum systems",
-        "",
-        "nothing to run: majorities exist only inside ZooKeeper and Kafka's controllers",
-        ("deploy/k8s/overlays/ha/kafka-quorum.yaml", "tests/quorum/test_zookeeper_quorum.py"),
+        "ridectl quorum drill",
+        "per (N,R,W), reads, stale reads and refusals while a driver replica is stopped or cut off:"
+        " (3,2,2) 0 stale over 1000+ reads, (3,1,1) hundreds stale under the cut; hints home seconds after the heal",
+        ("services/blocks/quorum.py", "services/driver/quorum_store.py", "drills/quorum.py"),
         "R + W > N overlaps only over the same N replicas; a sloppy quorum's stand-ins break the overlap.",
-        "not yet",
-        "no replicated store of our own: no N, R, W, sloppy quorum or hinted handoff (no `ridectl quorum`)",
+        "runnable",
+        "positions replicated Dynamo-style over the driver cluster, read by matching; `ridectl quorum cassandra`"
+        " runs the same workload on a real three-node Cassandra",
     ),
     Lab(
         "failure-detection",

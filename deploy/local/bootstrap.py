@@ -118,30 +118,58 @@ def protos() -> None:
 
 def jars() -> None:
     for name, pom in paths.JARS_POMS.items():
-        target = paths.jars_dir(name)
-        if (target / ".complete").exists():
-            say("jars", f"{name} cached in {target}")
-            continue
-        say("jars", f"resolving {name} with Maven into {target}")
-        staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=paths.CACHE))
-        run(
-            [
-                "mvn",
-                "-q",
-                "-B",
-                f"-Dmaven.repo.local={paths.CACHE / 'm2'}",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={staging}",
-            ],
-            "jars",
-            paths.CACHE / "logs" / f"mvn-{name}.log",
-        )
-        (staging / ".complete").touch()
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(target)
+        _jars(name, pom)
+
+
+def _jars(name: str, pom: Path) -> None:
+    target = paths.jars_dir(name)
+    if (target / ".complete").exists():
+        say("jars", f"{name} cached in {target}")
+        return
+    say("jars", f"resolving {name} with Maven into {target}")
+    staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=paths.CACHE))
+    run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            f"-Dmaven.repo.local={paths.CACHE / 'm2'}",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+        ],
+        "jars",
+        paths.CACHE / "logs" / f"mvn-{name}.log",
+    )
+    (staging / ".complete").touch()
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(target)
+
+
+def lab_dependencies(name: str) -> None:
+    """What one lab needs beyond the stack, fetched and installed the first time it runs
+    (idempotent, cached like the rest): its jars and its pinned Python packages."""
+    if name in paths.LAB_POMS:
+        _jars(name, paths.LAB_POMS[name])
+    lock = paths.LAB_LOCKS.get(name)
+    if lock is None:
+        return
+    stamp = paths.VENV / f".installed-{name}-{paths.pin_hash(lock)}"
+    if stamp.exists():
+        return
+    wheels = paths.wheelhouse()
+    wheels.mkdir(parents=True, exist_ok=True)
+    say("python", f"installing {name}'s packages into {paths.VENV}")
+    log = paths.CACHE / "logs" / f"pip-{name}.log"
+    run([str(paths.python()), "-m", "pip", "download", "-q", "-d", str(wheels), "-r", str(lock)], "python", log)
+    run(
+        [str(paths.python()), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheels), "-r", str(lock)],
+        "python",
+        log,
+    )
+    stamp.touch()
 
 
 def jaeger() -> None:

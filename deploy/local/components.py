@@ -233,6 +233,8 @@ def _service_and_sidecar(
     if spec.name == "driver":  # the cluster: each replica joins through all of them
         own["RIDESAGA_MEMBER"] = member_address(copy)
         own["RIDESAGA_SEEDS"] = ",".join(member_address(r) for r in replicas_of(spec, stack.replica_counts()))
+        own["RIDESAGA_QUORUM"] = ",".join(str(x) for x in stack.quorum)
+        own["RIDESAGA_QUORUM_SLOPPY"] = "1" if stack.quorum_sloppy else "0"
     return [
         Component(
             copy.name,

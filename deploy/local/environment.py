@@ -85,6 +85,7 @@ def requested_stack(previous: Stack | None) -> Stack:
     the defaults."""
     from deploy.local.errors import StackError
     from deploy.local.stack import FleetPace, Stack
+    from services.runtime.topology import MAX_REPLICAS
 
     base = previous or Stack()
     env = os.environ
@@ -94,13 +95,20 @@ def requested_stack(previous: Stack | None) -> Stack:
     replicas = env.get("REPLICAS") or None
     drivers = env.get("DRIVERS") or None
     if drivers is not None and not drivers.isdigit():
-        raise StackError(f"DRIVERS must be the number of driver replicas, 1..3, got {drivers!r}")
+        raise StackError(f"DRIVERS must be the number of driver replicas, 1..{MAX_REPLICAS}, got {drivers!r}")
     size = env.get("RIDESAGA_FLEET_SIZE") or None
     if size is not None and not size.isdigit():
         raise StackError(f"RIDESAGA_FLEET_SIZE must be an integer in 1..1000, got {size!r}")
     rate = env.get("RIDESAGA_FLEET_ACCEPT_RATE") or None
     ratio = env.get("RIDESAGA_TRACE_SAMPLE_RATIO") or None
     think = env.get("RIDESAGA_FLEET_THINK_SECONDS") or None
+    quorum = env.get("QUORUM") or None
+    numbers = quorum.split(",") if quorum else []
+    if quorum is not None and (len(numbers) != 3 or not all(x.strip().isdigit() for x in numbers)):
+        raise StackError(f"QUORUM must be N,R,W (three integers), got {quorum!r}")
+    sloppy = env.get("QUORUM_SLOPPY") or None
+    if sloppy is not None and sloppy not in ("0", "1"):
+        raise StackError(f"QUORUM_SLOPPY must be 0 or 1, got {sloppy!r}")
     ride = env.get("RIDESAGA_FLEET_RIDE_SECONDS") or None
     return Stack(
         zookeeper_nodes=int(nodes) if nodes else base.zookeeper_nodes,
@@ -110,6 +118,8 @@ def requested_stack(previous: Stack | None) -> Stack:
             base.replica_counts().get("driver", 1),
         ),
         clock_skew_ms=_pairs("RIDESAGA_CLOCK_SKEW", env.get("RIDESAGA_CLOCK_SKEW", "")),
+        quorum=(int(numbers[0]), int(numbers[1]), int(numbers[2])) if quorum else base.quorum,
+        quorum_sloppy=sloppy == "1" if sloppy else base.quorum_sloppy,
         fleet_size=int(size) if size else Stack.fleet_size,
         fleet_accept_rate=_number("RIDESAGA_FLEET_ACCEPT_RATE", rate) if rate else None,
         fleet_pace=FleetPace(

@@ -21,6 +21,9 @@ LOCK = REPO / "requirements.lock"
 JARS_POMS = {
     name: REPO / "deploy" / "local" / "jars" / name / "pom.xml" for name in ("kafka", "kafka-tools", "zookeeper")
 }
+# Fetched only by the lab that needs them, never by `make demo` or `make test`.
+LAB_POMS = {"cassandra": REPO / "deploy" / "local" / "jars" / "cassandra" / "pom.xml"}
+LAB_LOCKS = {"cassandra": REPO / "deploy" / "local" / "requirements-cassandra.lock"}
 JAEGER_MODULE = REPO / "deploy" / "local" / "jaeger"
 
 
@@ -32,7 +35,7 @@ def pin_hash(*files: Path) -> str:
 
 
 def jars_dir(name: str) -> Path:
-    return CACHE / "jars" / f"{name}-{pin_hash(JARS_POMS[name])}"
+    return CACHE / "jars" / f"{name}-{pin_hash({**JARS_POMS, **LAB_POMS}[name])}"
 
 
 def jaeger_binary() -> Path:

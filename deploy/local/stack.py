@@ -53,6 +53,8 @@ class Stack:
     fleet_accept_rate: float | None = None  # None: the fleet's default
     fleet_pace: FleetPace = field(default_factory=FleetPace)
     trace_sample_ratio: float | None = None  # None: every process's default (1.0)
+    quorum: tuple[int, int, int] = (3, 2, 2)  # the driver cluster's replicated positions: N, R, W
+    quorum_sloppy: bool = True  # a down replica stood in for (docs/quorum.md)
 
     def __post_init__(self) -> None:
         if self.zookeeper_nodes not in ZOOKEEPER_SIZES:
@@ -72,6 +74,9 @@ class Stack:
             raise StackError(f"the fleet's accept rate must be in 0..1, got {self.fleet_accept_rate}")
         if self.trace_sample_ratio is not None and not 0.0 <= self.trace_sample_ratio <= 1.0:
             raise StackError(f"the trace sample ratio must be in 0..1, got {self.trace_sample_ratio}")
+        n, r, w = self.quorum
+        if n < 1 or not (1 <= r <= n and 1 <= w <= n):
+            raise StackError(f"QUORUM must be N,R,W with 1 <= R, W <= N, got {n},{r},{w}")
 
     def replica_counts(self) -> dict[str, int]:
         return dict(self.replicas)
@@ -98,7 +103,14 @@ class Stack:
                 *(tuple(pace[k]) if pace.get(k) is not None else None for k in ("think_seconds", "ride_seconds"))
             ),
             trace_sample_ratio=raw.get("trace_sample_ratio"),
+            quorum=_triple(raw.get("quorum", (3, 2, 2))),
+            quorum_sloppy=bool(raw.get("quorum_sloppy", True)),
         )
+
+
+def _triple(raw: Any) -> tuple[int, int, int]:
+    n, r, w = (int(x) for x in raw)
+    return n, r, w
 
 
 def save(run: Path, stack: Stack) -> None:

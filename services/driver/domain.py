@@ -8,9 +8,12 @@ no history for yet (after a restart)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+
+import h3  # type: ignore[import-untyped, unused-ignore]
 
 from services.runtime import validation
 from services.runtime.errors import InvalidArgument
@@ -54,6 +57,25 @@ def nearby_query(center: Position, radius_km: float, limit: int) -> NearbyQuery:
     if not 0 < limit <= MAX_NEARBY:
         raise InvalidArgument("limit", f"must be in 1..{MAX_NEARBY}, got {limit}")
     return NearbyQuery(center, radius_km, limit)
+
+
+def distance_km(a: Position, b: Position) -> float:
+    """Along the earth's surface (h3's great-circle distance)."""
+    return float(h3.great_circle_distance((a.lat, a.lng), (b.lat, b.lng), unit="km"))
+
+
+def position_value(where: Position, heard_ms: int) -> str:
+    """A position as the quorum store keeps it (services/driver/quorum_store.py)."""
+    return json.dumps({"lat": where.lat, "lng": where.lng, "at_ms": heard_ms}, separators=(",", ":"))
+
+
+def position_of(value: str) -> Position | None:
+    """A stored position back, None if the value is not one (a key written by hand)."""
+    try:
+        found = json.loads(value)
+        return Position(float(found["lat"]), float(found["lng"]))
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def is_available(last_heard_ms: float | None, now_ms: float, phi_suspects: bool = False) -> bool:

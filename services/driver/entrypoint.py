@@ -31,6 +31,8 @@ from services.driver.matching import Matching
 from services.driver.membership import Membership, resolved_member
 from services.driver.offers import OfferHub
 from services.driver.participant import DriverParticipant
+from services.driver.quorum_rpc import QuorumMethods
+from services.driver.quorum_store import QuorumStore
 from services.runtime import config, db, validation
 from services.runtime.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument, NotFound, grpc_errors
 from services.runtime.grpc_server import Context, Lifecycle, serve
@@ -54,7 +56,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
+class DriverServicer(QuorumMethods, driver_pb2_grpc.DriverServiceServicer):
     def __init__(
         self,
         registry: DriverRegistry,
@@ -65,6 +67,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         detector: PhiAccrualDetector,
         membership: Membership,
         peers: Peers,
+        store: QuorumStore,
     ) -> None:
         self.registry = registry
         self.locations = locations
@@ -75,7 +78,8 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         self.membership = membership
         self.cluster = Cluster(membership)
         self.peers = peers
-        self.matching = Matching(locations, detector, self.cluster, peers)
+        self.store = store
+        self.matching = Matching(locations, detector, self.cluster, peers, store)
 
     async def WatchOffers(
         self, request: driver_pb2.WatchOffersRequest, context: Context
@@ -271,7 +275,9 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
                     if not await self.registry.exists(driver_id):
                         raise NotFound("driver", beat.driver_id)
                     known.add(beat.driver_id)
-                await self.locations.record(driver_id, where, _now_ms())
+                heard = _now_ms()
+                await self.locations.record(driver_id, where, heard)
+                self.store.record(str(driver_id), domain.position_value(where, heard), time.monotonic())
             owner = self.cluster.owner(where)
             if relayed or owner == self.cluster.me:
                 self.detector.heartbeat(str(driver_id), time.monotonic() * 1000)
@@ -325,7 +331,8 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     membership = Membership(me, seeds)
     await membership.start()
     peers = Peers(me, settings.egress_target)
-    servicer = DriverServicer(registry, locations, hub, publisher, clock, detector, membership, peers)
+    store = QuorumStore(membership, peers, clock, *config.quorum())
+    servicer = DriverServicer(registry, locations, hub, publisher, clock, detector, membership, peers, store)
     driver_pb2_grpc.add_DriverServiceServicer_to_server(servicer, server)
     participant = DriverParticipant(pool, locations, FencedLock(client), hub, clock, servicer.matching)
     loop = TransactionalLoop(
@@ -341,6 +348,7 @@ async def register(server: grpc.aio.Server, lifecycle: Lifecycle) -> None:
     lifecycle.on_stop(membership.leave)  # at SIGTERM, before draining: the others route around it at once
     lifecycle.spawn(Group.DRIVER, loop.run)
     lifecycle.spawn("reap-handled-commands", retention.reaper(pool, "handled_commands"))
+    lifecycle.spawn("quorum-maintenance", store.run)
 
 
 def main() -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
+from services.blocks.quorum import Version, clock
 from services.runtime.mesh import sidecar_channel
 from services.runtime.topology import MEMBER_HEADER
 
@@ -60,6 +61,24 @@ class Peers:
         call = self.stub.WatchOffers(driver_pb2.WatchOffersRequest(driver_id=driver_id), metadata=self._to(member))
         return call.__aiter__()
 
+    async def replica_write(self, member: str, key: str, versions: Sequence[Version], hint_for: str) -> None:
+        request = driver_pb2.ReplicaWriteRequest(key=key, versions=[version_message(v) for v in versions])
+        request.hint_for = hint_for
+        await self.stub.ReplicaWrite(request, metadata=self._to(member), timeout=FORWARD_TIMEOUT_SECONDS)
+
+    async def replica_read(self, member: str, key: str) -> tuple[Version, ...]:
+        reply = await self.stub.ReplicaRead(
+            driver_pb2.ReplicaReadRequest(key=key), metadata=self._to(member), timeout=FORWARD_TIMEOUT_SECONDS
+        )
+        return tuple(version_of(v) for v in reply.versions)
+
+    async def replica_digest(self, member: str, digests: dict[str, bytes]) -> dict[str, tuple[Version, ...]]:
+        request = driver_pb2.ReplicaDigestRequest(
+            digests=[driver_pb2.KeyDigest(key=k, digest=d) for k, d in sorted(digests.items())]
+        )
+        reply = await self.stub.ReplicaDigest(request, metadata=self._to(member), timeout=FORWARD_TIMEOUT_SECONDS)
+        return {item.key: tuple(version_of(v) for v in item.versions) for item in reply.differing}
+
     def relay_heartbeat(self, member: str, beat: driver_pb2.Heartbeat) -> None:
         """Passes a heartbeat on to the driver's owner, on one long stream per owner."""
         relay = self._relays.get(member)
@@ -71,6 +90,27 @@ class Peers:
         for relay in self._relays.values():
             await relay.stop()
         await self.channel.close()
+
+
+def version_message(version: Version) -> driver_pb2.StoredVersion:
+    return driver_pb2.StoredVersion(
+        value=version.value,
+        clock=[driver_pb2.ClockEntry(replica=r, counter=c) for r, c in version.clock],
+        stamp_ms=version.stamp[0],
+        stamp_logical=version.stamp[1],
+    )
+
+
+def clock_of(entries: Iterable[driver_pb2.ClockEntry]) -> tuple[tuple[str, int], ...]:
+    """A vector clock from its message; ValueError names a negative counter."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry.replica] = counts.get(entry.replica, 0) + entry.counter
+    return clock(counts)
+
+
+def version_of(message: driver_pb2.StoredVersion) -> Version:
+    return Version(message.value, clock_of(message.clock), (message.stamp_ms, message.stamp_logical))
 
 
 class _Relay:

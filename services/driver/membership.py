@@ -203,6 +203,10 @@ class Membership:
     def alive(self) -> list[str]:
         return [v.member for v in self.view() if v.state not in swim.GONE]
 
+    def known(self) -> list[str]:
+        """Every member this one has heard of, whatever its state, itself included."""
+        return [v.member for v in self.view()]
+
     async def changed(self, since: int) -> int:
         while self._version <= since:
             await self._bumped.wait()

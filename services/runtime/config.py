@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.blocks.clocks import HybridLogicalClock, skewed_wall_clock
+from services.blocks.quorum import Quorum
 from services.runtime.topology import INFRA, member_address, service
 
 
@@ -75,6 +76,23 @@ def membership() -> tuple[str, tuple[str, ...]]:
     me = _address("RIDESAGA_MEMBER", _env("RIDESAGA_MEMBER", member_address(service("driver"), host)))
     seeds = tuple(_address("RIDESAGA_SEEDS", s.strip()) for s in _env("RIDESAGA_SEEDS", me).split(",") if s.strip())
     return me, seeds
+
+
+def quorum() -> tuple[Quorum, bool]:
+    """The driver cluster's replicated positions: N copies, R answers, W acknowledgements
+    (RIDESAGA_QUORUM=N,R,W, default 3,2,2) and whether a down replica is stood in for
+    (RIDESAGA_QUORUM_SLOPPY=1, the default, a sloppy quorum; 0, a strict one)."""
+    raw = _env("RIDESAGA_QUORUM", "3,2,2")
+    parts = raw.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"RIDESAGA_QUORUM must be N,R,W (three integers), got {raw!r}")
+    sloppy = _env("RIDESAGA_QUORUM_SLOPPY", "1")
+    if sloppy not in ("0", "1"):
+        raise ValueError(f"RIDESAGA_QUORUM_SLOPPY must be 0 or 1, got {sloppy!r}")
+    try:
+        return Quorum(*(int(p) for p in parts)), sloppy == "1"
+    except ValueError as error:
+        raise ValueError(f"RIDESAGA_QUORUM {raw!r}: {error}") from None
 
 
 def ride_request_limit() -> tuple[int, float]:

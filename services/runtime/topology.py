@@ -121,7 +121,7 @@ REPLICA_PORT_STEP = 100
 # failure detector) find each other by SWIM and split the drivers by the cells of a
 # consistent-hash ring (services/driver/cluster.py). Trip's orchestrator is one group member.
 REPLICABLE = ("payment", "psp", "driver")
-MAX_REPLICAS = 3
+MAX_REPLICAS = 5  # a fourth and fifth driver replica give a sloppy quorum of N=3 stand-ins (docs/quorum.md)
 DRIVER_CLUSTER = 3  # driver replicas on every target unless asked otherwise (`make up DRIVERS=N`)
 # By name (compose, Kubernetes) every driver replica, ready or not, answers to this DNS
 # name (a headless Service that publishes not-ready addresses): the seeds a replica joins.

@@ -480,6 +480,7 @@ def test_each_matching_attempt_names_the_replica_the_pickup_cells_owner_and_who_
         ("ridesaga.owners_asked", "127.0.0.1:7103,127.0.0.1:7003"),
         ("ridesaga.pickup_cell", "872830828ffffff"),
         ("ridesaga.pickup_owner", "127.0.0.1:7003"),
+        ("ridesaga.positions_read", "R=2: 3 of 3 read, 0 ranked differently"),
     )
     spans = (
         *_trace().spans,
@@ -491,7 +492,8 @@ def test_each_matching_attempt_names_the_replica_the_pickup_cells_owner_and_who_
     told = " ".join(text(story).split())  # the wrapped lines as one
     assert (
         "ring attempt 1: matched on 127.0.0.1:7103; pickup cell 872830828ffffff (H3 res 7) owned by"
-        " 127.0.0.1:7003 in its view; asked 127.0.0.1:7103, 127.0.0.1:7003" in told
+        " 127.0.0.1:7003 in its view; asked 127.0.0.1:7103, 127.0.0.1:7003; candidates' positions through the"
+        " quorum, R=2: 3 of 3 read, 0 ranked differently" in told
     )
     assert (
         "ring attempt 2: matched on 127.0.0.1:7103; pickup cell (H3 res 7) owned by in its view; asked no one" in told
@@ -501,5 +503,6 @@ def test_each_matching_attempt_names_the_replica_the_pickup_cells_owner_and_who_
         "cell": "872830828ffffff",
         "owner": "127.0.0.1:7003",
         "asked": ["127.0.0.1:7103", "127.0.0.1:7003"],
+        "positions": "R=2: 3 of 3 read, 0 ranked differently",
     }
     assert matchings(None) == () and matchings(_trace()) == ()

@@ -49,7 +49,7 @@ def test_a_damaged_stack_file_is_one_clear_error(tmp_path: Path) -> None:
     [
         ({"zookeeper_nodes": 2}, "ZooKeeper nodes must be 1 or 3, got 2"),
         ({"replicas": (("trip", 2),)}, "'trip' cannot be replicated here"),
-        ({"replicas": (("payment", 9),)}, "payment=9 must have a count in 1..3"),
+        ({"replicas": (("payment", 9),)}, "payment=9 must have a count in 1..5"),
         ({"clock_skew_ms": (("paymnet", 5),)}, "clock skew for 'paymnet': not a service"),
         ({"fleet_size": 0}, "the fleet size must be in 1..1000, got 0"),
         ({"fleet_accept_rate": 1.5}, "accept rate must be in 0..1"),
@@ -88,8 +88,11 @@ def test_the_environment_asks_and_the_last_stack_fills_in(monkeypatch: pytest.Mo
         ("RIDESAGA_CLOCK_SKEW", "payment=soon", "RIDESAGA_CLOCK_SKEW entries must be SERVICE=INTEGER"),
         ("RIDESAGA_FLEET_RIDE_SECONDS", "1", "RIDESAGA_FLEET_RIDE_SECONDS must be MIN,MAX seconds"),
         ("RIDESAGA_TRACE_SAMPLE_RATIO", "all", "RIDESAGA_TRACE_SAMPLE_RATIO must be a number"),
-        ("DRIVERS", "three", "DRIVERS must be the number of driver replicas, 1..3, got 'three'"),
-        ("DRIVERS", "4", r"driver=4 must have a count in 1..3"),
+        ("DRIVERS", "three", "DRIVERS must be the number of driver replicas, 1..5, got 'three'"),
+        ("DRIVERS", "6", r"driver=6 must have a count in 1..5"),
+        ("QUORUM", "3,2", r"QUORUM must be N,R,W \(three integers\), got '3,2'"),
+        ("QUORUM", "3,4,1", "QUORUM must be N,R,W with 1 <= R, W <= N, got 3,4,1"),
+        ("QUORUM_SLOPPY", "no", "QUORUM_SLOPPY must be 0 or 1, got 'no'"),
     ],
 )
 def test_a_malformed_mode_variable_names_itself(
@@ -142,3 +145,14 @@ def test_each_driver_replica_is_told_its_address_and_every_seed(tmp_path: Path) 
         assert found[name]["RIDESAGA_MEMBER"] == member
         assert found[name]["RIDESAGA_SEEDS"] == seeds
     assert "RIDESAGA_MEMBER" not in found["payment"]
+
+
+def test_the_quorum_setting_reaches_every_driver_replica(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("QUORUM", "3,1,1")
+    monkeypatch.setenv("QUORUM_SLOPPY", "0")
+    stack = environment.requested_stack(None)
+    assert (stack.quorum, stack.quorum_sloppy) == ((3, 1, 1), False)
+    assert Stack.from_json(stack.to_json()) == stack, "kept in stack.json"
+    found = {c.name: c.environment for c in components.all_components(tmp_path, stack)}
+    for name in ("driver", "driver-2", "driver-3"):
+        assert (found[name]["RIDESAGA_QUORUM"], found[name]["RIDESAGA_QUORUM_SLOPPY"]) == ("3,1,1", "0")
