@@ -1,5 +1,7 @@
 """Lamport and vector clocks, the contrast to the HLC of services/blocks/clocks.py; no
-service stamps its messages with them (the clocks lab and docs/clocks.md use them).
+service stamps its messages with them (the clocks lab and docs/clocks.md use them), but the
+vector clocks' order is the one that versions the driver cluster's replicated positions
+(services/blocks/quorum.py).
 
 - Lamport (1978): if event a happened before b, then L(a) < L(b). The converse does not
   hold: a smaller number says nothing about causality.
@@ -7,6 +9,8 @@ service stamps its messages with them (the clocks lab and docs/clocks.md use the
   incomparable vectors are concurrent events. The price is one entry per process."""
 
 from __future__ import annotations
+
+from services.blocks.quorum import Order, clock, compare
 
 
 class LamportClock:
@@ -43,9 +47,10 @@ class VectorClock:
 
 
 def happened_before(a: Vector, b: Vector) -> bool:
-    keys = a.keys() | b.keys()
-    return all(a.get(k, 0) <= b.get(k, 0) for k in keys) and any(a.get(k, 0) < b.get(k, 0) for k in keys)
+    """The order of services/blocks/quorum.py, the one the driver cluster's replicated
+    positions version their writes by: every entry <=, one <."""
+    return compare(clock(a), clock(b)) is Order.BEFORE
 
 
 def concurrent(a: Vector, b: Vector) -> bool:
-    return not happened_before(a, b) and not happened_before(b, a) and a != b
+    return compare(clock(a), clock(b)) is Order.CONCURRENT
