@@ -30,6 +30,7 @@ TESTED_ELSEWHERE = {
     "prevent-split-brain": "tests/e2e/test_drills.py (leader-pause)",
     "lock-vs-optimistic": "tests/e2e/test_drills.py (lock-pause)",
     "split-brain": "make drill (partition-driver-replica, in the drill suite, DRIVERS=3)",
+    "quorum-systems": "tests/quorum/test_quorum_drill.py (ridectl quorum drill's run, both faults)",
 }
 
 
