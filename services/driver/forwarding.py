@@ -102,10 +102,13 @@ def version_message(version: Version) -> driver_pb2.StoredVersion:
 
 
 def clock_of(entries: Iterable[driver_pb2.ClockEntry]) -> tuple[tuple[str, int], ...]:
-    """A vector clock from its message; ValueError names a negative counter."""
+    """A vector clock from its message; ValueError names a replica given twice or a
+    negative counter."""
     counts: dict[str, int] = {}
     for entry in entries:
-        counts[entry.replica] = counts.get(entry.replica, 0) + entry.counter
+        if entry.replica in counts:
+            raise ValueError(f"vector clock names replica {entry.replica!r} twice")
+        counts[entry.replica] = entry.counter
     return clock(counts)
 
 

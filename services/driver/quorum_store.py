@@ -149,21 +149,30 @@ class QuorumStore:
         self._rng = rng or random.Random()
         self._background: set[asyncio.Task[None]] = set()
         self._last_recorded: dict[str, float] = {}
+        self._known_ring: Ring | None = None
 
     @property
     def me(self) -> str:
         return self.members.me
 
+    def _ring(self) -> Ring:
+        """The ring of every member known, up or down, rebuilt only when that set changes
+        (every request asks it; a down member keeps its keys' home)."""
+        known = tuple(sorted({*self.members.known(), self.me}))
+        if self._known_ring is None or self._known_ring.members != known:
+            self._known_ring = Ring.of(known)
+        return self._known_ring
+
     def _placements(self, key: str, strict: bool) -> tuple[Placement, ...]:
-        known = sorted({*self.members.known(), self.me})
-        down = set(known) - {*self.members.alive(), self.me}
-        n = min(self.quorum.n, len(known))
-        return preference_list(Ring.of(known), key, n, down, sloppy=self.sloppy and not strict)
+        ring = self._ring()
+        down = set(ring.members) - {*self.members.alive(), self.me}
+        n = min(self.quorum.n, len(ring.members))
+        return preference_list(ring, key, n, down, sloppy=self.sloppy and not strict)
 
     def _home(self, key: str) -> tuple[str, ...]:
         """The first N members of the key's preference list, up or down."""
-        known = sorted({*self.members.known(), self.me})
-        return Ring.of(known).owners(key, min(self.quorum.n, len(known)))
+        ring = self._ring()
+        return ring.owners(key, min(self.quorum.n, len(ring.members)))
 
     def _bounded(self, wanted: int, name: str) -> int:
         chosen = wanted or (self.quorum.w if name == "W" else self.quorum.r)
