@@ -6,9 +6,11 @@ calling it and fails fast, which protects both sides; after `open_seconds` a lim
 number of probe calls are let through (half-open); their success closes the breaker,
 a failure opens it again. Business outcomes (a declined card) are successes for the
 breaker: they show the downstream is healthy. Half-open never wedges: a probe abandoned
-without an answer is given back, and a half-open without a verdict within
-`half_open_max_seconds` opens again (resilience4j's maxWaitDurationInHalfOpenState).
-Pure state machine: time is passed in."""
+without an answer is given back, and a probe with no verdict within
+`half_open_max_seconds` of going out opens the breaker again. Half-open ends only on a
+verdict or a hung probe, never by time alone: under sparse traffic (a saga re-sending a
+few commands a minute) the probes it needs may arrive far apart, and a half-open that
+expired between them would never close. Pure state machine: time is passed in."""
 
 from __future__ import annotations
 
@@ -33,8 +35,9 @@ class BreakerConfig:
     slow_call_seconds: float = 2.0
     open_seconds: float = 5.0  # stay open this long, then let probes through
     half_open_probes: int = 3  # this many probes decide
-    # No verdict within this long reopens the breaker. Twice the longest call deadline
-    # in the project (5 s), so a probe that answers only at its deadline still counts.
+    # A probe with no verdict this long after it went out reopens the breaker. Twice the
+    # longest call deadline in the project (5 s), so a probe that answers only at its
+    # deadline still counts.
     half_open_max_seconds: float = 10.0
 
 
@@ -46,36 +49,46 @@ class CircuitBreaker:
     state: State = State.CLOSED
     _calls: deque[tuple[bool, bool]] = field(default_factory=deque)  # (failed, slow)
     _opened_at: float = 0.0
-    _half_opened_at: float = 0.0
     _probes_started: int = 0
     _probe_results: list[bool] = field(default_factory=list)
+    _probes_out: deque[float] = field(default_factory=deque)  # when each probe in flight went out
+    _abandoned_since: float | None = None  # the first probe given back since the last verdict
 
     def _move(self, new: State, now: float) -> None:
         old, self.state = self.state, new
         self._calls.clear()
         self._probes_started = 0
         self._probe_results.clear()
+        self._probes_out.clear()
+        self._abandoned_since = None
         if new == State.OPEN:
             self._opened_at = now
-        if new == State.HALF_OPEN:
-            self._half_opened_at = now
         if old != new:
             self.on_change(self.name, old, new)
 
     def _advance(self, now: float) -> None:
-        """The transitions that time alone makes. A half-open past its wait opens as of
-        the moment the wait ended, so a breaker nobody called for a while half-opens
-        again at once, with fresh probes."""
-        if self.state == State.HALF_OPEN and now >= self._half_open_ends():
-            self._move(State.OPEN, self._half_open_ends())
+        """The transitions that time makes. A half-open with a hung probe opens as of the
+        moment the probe's wait ended, so a breaker nobody called for a while after that
+        half-opens again at once, with fresh probes."""
+        hung = self._hung_at()
+        if self.state == State.HALF_OPEN and hung is not None and now >= hung:
+            self._move(State.OPEN, hung)
         if self.state == State.OPEN and now >= self._open_ends():
             self._move(State.HALF_OPEN, now)
 
     def _open_ends(self) -> float:
         return self._opened_at + self.config.open_seconds
 
-    def _half_open_ends(self) -> float:
-        return self._half_opened_at + self.config.half_open_max_seconds
+    def _hung_at(self) -> float | None:
+        """When the oldest probe without a verdict counts as hung: one still out, or one
+        given back since the last verdict (a downstream that hangs every probe until its
+        caller gives up is caught too). None while every probe has had its verdict."""
+        starts = [
+            start
+            for start in (self._probes_out[0] if self._probes_out else None, self._abandoned_since)
+            if start is not None
+        ]
+        return min(starts) + self.config.half_open_max_seconds if starts else None
 
     def allow(self, now: float) -> bool:
         """Whether a call may go out now; a refused call must fail fast, uncalled. A
@@ -87,17 +100,20 @@ class CircuitBreaker:
             if self._probes_started >= self.config.half_open_probes:
                 return False
             self._probes_started += 1
+            self._probes_out.append(now)
         return True
 
     def retry_after(self, now: float) -> float:
         """Seconds until the breaker may let a call through; 0 only if `allow(now)` would.
-        With every half-open probe out, that is when the half-open wait ends (a probe's
-        success may close it sooner)."""
+        With every half-open probe started, that is when the oldest one still out counts
+        as hung, or the open wait after it if none is out (a probe's success may close it
+        sooner)."""
         self._advance(now)
         if self.state == State.OPEN:
             return self._open_ends() - now
         if self.state == State.HALF_OPEN and self._probes_started >= self.config.half_open_probes:
-            return self._half_open_ends() - now
+            hung = self._hung_at()
+            return hung - now if hung is not None else self.config.open_seconds
         return 0.0
 
     def abandon(self, now: float) -> None:
@@ -109,16 +125,22 @@ class CircuitBreaker:
         nothing about the downstream's health, and counting it would let short client
         deadlines open the breaker against a healthy service. A downstream that hangs
         every probe until its caller gives up is still caught: no verdict within
-        `half_open_max_seconds` opens the breaker again."""
+        `half_open_max_seconds` of the first probe given back opens the breaker again."""
         self._advance(now)
-        if self.state == State.HALF_OPEN and self._probes_started > len(self._probe_results):
+        if self.state == State.HALF_OPEN and self._probes_out:
             self._probes_started -= 1
+            started = self._probes_out.popleft()
+            if self._abandoned_since is None:
+                self._abandoned_since = started
 
     def record(self, failed: bool, seconds: float, now: float) -> None:
         """The outcome of a call that `allow` let through. `failed` means the downstream
         failed (unavailable, timed out, internal error), not a business refusal."""
         slow = seconds >= self.config.slow_call_seconds
         if self.state == State.HALF_OPEN:
+            if self._probes_out:
+                self._probes_out.popleft()
+            self._abandoned_since = None
             self._probe_results.append(failed or slow)
             if failed or slow:
                 self._move(State.OPEN, now)

@@ -112,23 +112,46 @@ def test_abandoning_a_call_outside_half_open_leaves_no_trace() -> None:
     assert breaker.state == State.CLOSED and breaker.snapshot()["calls_in_window"] == 0
 
 
-def test_a_half_open_without_a_verdict_opens_again_after_its_wait() -> None:
+def test_a_probe_without_a_verdict_opens_it_again_after_its_wait() -> None:
     config = BreakerConfig(window=10, minimum_calls=5, open_seconds=5.0, half_open_probes=2, half_open_max_seconds=3.0)
     breaker, changes = _half_open(config)
     assert breaker.allow(5.1)
     breaker.record(failed=False, seconds=0.1, now=5.2)  # one verdict of the two it needs
     assert not breaker.allow(7.9)
-    assert breaker.retry_after(7.9) == pytest.approx(0.1)  # until the half-open wait ends
-    assert not breaker.allow(8.0) and breaker.state == State.OPEN
-    assert breaker.retry_after(8.0) == 5.0  # open as of the end of the wait
-    assert not breaker.allow(12.9)
-    assert breaker.allow(13.0) and breaker.allow(13.1)  # fresh probes
+    assert breaker.retry_after(7.9) == pytest.approx(0.2)  # until the probe of 5.1 is hung
+    assert not breaker.allow(8.1) and breaker.state == State.OPEN
+    assert breaker.retry_after(8.1) == pytest.approx(5.0)  # open as of the end of the wait
+    assert not breaker.allow(13.0)
+    assert breaker.allow(13.1) and breaker.allow(13.2)  # fresh probes
     assert changes == [
         (State.CLOSED, State.OPEN),
         (State.OPEN, State.HALF_OPEN),
         (State.HALF_OPEN, State.OPEN),
         (State.OPEN, State.HALF_OPEN),
     ]
+
+
+def test_probes_that_arrive_far_apart_still_close_it() -> None:
+    # A saga re-sending a few commands a minute: each probe answers, the next comes much
+    # later than the wait for a hung probe. Half-open waits for it instead of expiring.
+    config = BreakerConfig(window=10, minimum_calls=5, open_seconds=5.0, half_open_probes=2, half_open_max_seconds=3.0)
+    breaker, changes = _half_open(config)
+    breaker.record(failed=False, seconds=0.1, now=5.1)
+    assert breaker.retry_after(40.0) == 0.0 and breaker.allow(40.0)
+    breaker.record(failed=False, seconds=0.1, now=40.1)
+    assert breaker.state == State.CLOSED
+    assert changes == [(State.CLOSED, State.OPEN), (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.CLOSED)]
+
+
+def test_probes_given_back_until_the_wait_ends_open_it_again() -> None:
+    # A downstream that hangs every probe until its caller's deadline cancels it.
+    config = BreakerConfig(window=10, minimum_calls=5, open_seconds=5.0, half_open_probes=2, half_open_max_seconds=3.0)
+    breaker, _ = _half_open(config)
+    breaker.abandon(6.0)
+    assert breaker.allow(6.1)
+    breaker.abandon(7.1)
+    assert breaker.state == State.HALF_OPEN and breaker.allow(7.2)
+    assert not breaker.allow(8.0) and breaker.state == State.OPEN  # 3 s after the probe of 5.0
 
 
 # A random history of calls: each step waits a little (or past the open or half-open
