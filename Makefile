@@ -5,7 +5,7 @@ RIDECTL := $(VENV)/bin/ridectl
 # `make up ZK_NODES=3` runs ZooKeeper as a three-node ensemble (for quorum drills);
 # `make up REPLICAS=payment=2` runs two payment replicas behind the mesh;
 # the driver service runs as a three-replica cluster; `make up DRIVERS=1` runs one (docs/gossip.md).
-export ZK_NODES REPLICAS DRIVERS QUORUM QUORUM_SLOPPY
+export ZK_NODES KAFKA_CONTROLLERS REPLICAS DRIVERS QUORUM QUORUM_SLOPPY
 
 .PHONY: bootstrap up down status demo test lint protos bench load load-ui drill quorum-lab compose-up compose-down deploy-render
 
@@ -53,11 +53,12 @@ load: up
 load-ui: up
 	@$(VENV)/bin/python -m loadtests.run --ui
 
-# Every fault drill, each with rides in flight; ZooKeeper runs as a three-node ensemble so
-# that kill-zk-leader kills a real leader, and the driver service as a cluster of three for
+# Every fault drill, each with rides in flight; ZooKeeper runs as a three-node ensemble and
+# Kafka's KRaft controllers as a three-voter quorum so that kill-zk-leader and
+# kill-kraft-leader kill a real leader, and the driver service as a cluster of three for
 # its membership drills. Reports go to reports/drills/.
 drill: bootstrap
-	@ZK_NODES=$${ZK_NODES:-3} DRIVERS=$${DRIVERS:-3} $(RIDECTL) up
+	@ZK_NODES=$${ZK_NODES:-3} KAFKA_CONTROLLERS=$${KAFKA_CONTROLLERS:-3} DRIVERS=$${DRIVERS:-3} $(RIDECTL) up
 	@$(RIDECTL) drill suite --report reports/drills
 
 # The quorum lab (docs/quorum.md): ours on the running driver cluster, then a real

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from deploy.local import components, paths
+from deploy.local import components, files, paths, stack
 from deploy.local.errors import StackError
 from ridectl import rides, trace
 from ridectl.drill import DEFAULT_REPORTS as DRILL_REPORTS
@@ -1309,7 +1309,9 @@ def dump(files: list[str], *options: str) -> str:
 
 
 def kafka_data() -> Path:
-    return paths.RUN / "kafka" / "data"  # log.dirs of deploy/local/files.py kafka_properties
+    """The broker's log.dirs (deploy/local/files.py kafka_nodes), in the running stack's mode."""
+    running = stack.load(paths.RUN) or stack.Stack()
+    return files.kafka_nodes(paths.RUN, running.kafka_controllers)[-1].home / "data"
 
 
 def read_batches(records: tuple[KafkaRecord, ...]) -> tuple[Batch, ...]:

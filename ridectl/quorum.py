@@ -1,5 +1,7 @@
 """`ridectl quorum put|get|status|hints`: the driver cluster's replicated store of
-positions (services/driver/quorum_store.py), through any replica's sidecar."""
+positions (services/driver/quorum_store.py), through any replica's sidecar; `status`
+also shows the stack's two consensus quorums, KRaft and ZooKeeper
+(deploy/local/consensus.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from deploy.local import consensus, paths, stack
+from deploy.local.errors import StackError
 from ridectl import rides
 from ridectl.members import replica_addresses
 from ridesaga.driver.v1 import driver_pb2, driver_pb2_grpc
@@ -99,22 +103,53 @@ def _statuses() -> list[dict[str, Any]]:
     return found
 
 
+def _consensus() -> dict[str, Any]:
+    running = stack.load(paths.RUN) or stack.Stack()
+    try:
+        kraft: dict[str, Any] = consensus.kraft(running.kafka_controllers).as_json()
+    except StackError as error:
+        kraft = {"error": str(error)}
+    return {"kraft": kraft, "zookeeper": consensus.zookeeper_json(consensus.zookeeper(running.zookeeper_nodes))}
+
+
+def _kraft_line(kraft: dict[str, Any]) -> str:
+    if "error" in kraft:
+        return f"KRaft (Kafka's controllers, Raft): no answer ({kraft['error']})"
+    voters = ", ".join(f"{v['node_id']} {v['role'].lower()} lag {v['lag']}" for v in kraft["voters"])
+    observers = ", ".join(f"{v['node_id']} lag {v['lag']}" for v in kraft["observers"])
+    return (
+        f"KRaft (Kafka's controllers, Raft): leader {kraft['leader_id']}, epoch {kraft['leader_epoch']},"
+        f" high watermark {kraft['high_watermark']}; voters {voters}; observers (brokers) {observers or 'none'}"
+    )
+
+
+def _zookeeper_line(zk: dict[str, Any]) -> str:
+    nodes = ", ".join(f"{n['name']} {n['mode']} zxid {n['zxid']}" for n in zk["nodes"])
+    leader = zk["leader"] or "none"
+    return f"ZooKeeper (ZAB): leader {leader}, epoch {zk['epoch']}; {nodes}"
+
+
 def status(args: argparse.Namespace) -> int:
     found = _statuses()
+    agreed = _consensus()
+    healthy = not any("error" in s for s in found) and "error" not in agreed["kraft"] and agreed["zookeeper"]["leader"]
     if args.json:
-        print(json.dumps({"replicas": found}))
-        return 0 if not any("error" in s for s in found) else 1
+        print(json.dumps({"replicas": found, **agreed}))
+        return 0 if healthy else 1
+    print("the driver cluster's positions (Dynamo-style quorums):")
     for s in found:
         if "error" in s:
-            print(f"replica {s['me']}: no answer ({s['error']})")
+            print(f"  replica {s['me']}: no answer ({s['error']})")
             continue
         mode = "sloppy" if s.get("sloppy") else "strict"
         print(
-            f"replica {s['me']}: N={s.get('n', 0)} R={s.get('r', 0)} W={s.get('w', 0)} {mode};"
+            f"  replica {s['me']}: N={s.get('n', 0)} R={s.get('r', 0)} W={s.get('w', 0)} {mode};"
             f" {s.get('keys', 0)} keys, {len(s.get('hints', []))} hints held, {s.get('hints_handed_back', 0)} handed"
             f" back, {s.get('read_repairs', 0)} read repairs, {s.get('anti_entropy_repairs', 0)} anti-entropy repairs"
         )
-    return 0 if not any("error" in s for s in found) else 1
+    print(_kraft_line(agreed["kraft"]))
+    print(_zookeeper_line(agreed["zookeeper"]))
+    return 0 if healthy else 1
 
 
 def hints(args: argparse.Namespace) -> int:
@@ -186,7 +221,7 @@ def add_commands(commands: Any) -> None:
     for each in (writing, reading):
         each.add_argument("--strict", action="store_true", help="no stand-ins for down replicas (strict quorum)")
         each.add_argument("--via", help="the coordinating replica: its number (1..) or address (default 1)")
-    command("status", status, "each replica's settings, keys and counters")
+    command("status", status, "each replica's settings, keys and counters; the KRaft and ZooKeeper quorums")
     command("hints", hints, "the hints each replica holds for a down one")
     experiment = command("drill", drill, "stale reads and refusals per (R, W) while one replica is stopped or cut off")
     experiment.add_argument("--fault", choices=("stop", "partition", "all"), default="all")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.local import environment, health, paths
+from deploy.local import environment, files, health, paths
 from deploy.local.errors import StackError
 from deploy.local.stack import Stack
 from services.runtime.topology import (
@@ -19,6 +19,7 @@ from services.runtime.topology import (
     SERVICES,
     SWEEPERS,
     ServiceSpec,
+    kafka_controller_ports,
     member_address,
     replicas_of,
     zookeeper_hosts,
@@ -99,29 +100,46 @@ def zookeepers(run: Path, stack: Stack) -> list[Component]:
     return found
 
 
+def kafkas(run: Path, stack: Stack) -> list[Component]:
+    """The combined node, or the three KRaft controllers and the broker
+    (deploy/local/files.py kafka_nodes). A controller is healthy once it listens; the
+    broker once it serves metadata, which it does only after registering with a
+    controller quorum that has a leader."""
+    ports = kafka_controller_ports(stack.kafka_controllers)
+    found = []
+    for node in files.kafka_nodes(run, stack.kafka_controllers):
+        broker = "broker" in node.roles
+        heap = "-Xmx512m" if broker else "-Xmx160m"
+        found.append(
+            Component(
+                node.name,
+                "infra",
+                INFRA.kafka if broker else ports[node.node_id - 1],
+                [
+                    java(),
+                    "-Xms64m",
+                    heap,
+                    "-XX:+UseG1GC",
+                    SLF4J_INFO,
+                    "-cp",
+                    f"{paths.jars_dir('kafka')}/*",
+                    "kafka.Kafka",
+                    str(node.home / "server.properties"),
+                ],
+                functools.partial(health.kafka, INFRA.kafka)
+                if broker
+                else functools.partial(health.tcp_open, ports[node.node_id - 1]),
+                stopwaitsecs=30,
+            )
+        )
+    return found
+
+
 def infra(run: Path, stack: Stack) -> list[Component]:
     bindir = postgres_bindir()
-    slf4j = SLF4J_INFO
     return [
         *zookeepers(run, stack),
-        Component(
-            "kafka",
-            "infra",
-            INFRA.kafka,
-            [
-                java(),
-                "-Xms128m",
-                "-Xmx512m",
-                "-XX:+UseG1GC",
-                slf4j,
-                "-cp",
-                f"{paths.jars_dir('kafka')}/*",
-                "kafka.Kafka",
-                str(run / "kafka" / "server.properties"),
-            ],
-            lambda: health.kafka(INFRA.kafka),
-            stopwaitsecs=30,
-        ),
+        *kafkas(run, stack),
         Component(
             "postgres",
             "infra",

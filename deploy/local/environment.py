@@ -80,7 +80,7 @@ def _number(variable: str, raw: str) -> float:
 
 
 def requested_stack(previous: Stack | None) -> Stack:
-    """The stack `ridectl up` starts: ZK_NODES and REPLICAS when set, else what the last
+    """The stack `ridectl up` starts: ZK_NODES, KAFKA_CONTROLLERS and REPLICAS when set, else what the last
     `up` chose; the clock skews, the fleet and the trace ratio from their variables, else
     the defaults."""
     from deploy.local.errors import StackError
@@ -92,6 +92,9 @@ def requested_stack(previous: Stack | None) -> Stack:
     nodes = env.get("ZK_NODES") or None
     if nodes is not None and not nodes.isdigit():
         raise StackError(f"ZK_NODES must be 1 or 3, got {nodes!r}")
+    controllers = env.get("KAFKA_CONTROLLERS") or None
+    if controllers is not None and not controllers.isdigit():
+        raise StackError(f"KAFKA_CONTROLLERS must be 1 or 3, got {controllers!r}")
     replicas = env.get("REPLICAS") or None
     drivers = env.get("DRIVERS") or None
     if drivers is not None and not drivers.isdigit():
@@ -112,6 +115,7 @@ def requested_stack(previous: Stack | None) -> Stack:
     ride = env.get("RIDESAGA_FLEET_RIDE_SECONDS") or None
     return Stack(
         zookeeper_nodes=int(nodes) if nodes else base.zookeeper_nodes,
+        kafka_controllers=int(controllers) if controllers else base.kafka_controllers,
         replicas=_with_drivers(
             _pairs("REPLICAS", replicas) if replicas is not None else base.replicas,
             int(drivers) if drivers else None,

@@ -5,27 +5,61 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.envoy.render import all_sidecar_configs
 from services.runtime.config import trace_sample_ratio
-from services.runtime.topology import INFRA, zookeeper_ports
+from services.runtime.topology import INFRA, kafka_controller_ports, zookeeper_ports
 
 
-def kafka_properties(data: Path) -> str:
-    # Combined broker+controller (KRaft) with replication factor 1: the transaction state
-    # log and the offsets topic have one replica locally.
-    return "\n".join(
-        [
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{INFRA.kafka_controller}",
-            f"listeners=PLAINTEXT://127.0.0.1:{INFRA.kafka},CONTROLLER://127.0.0.1:{INFRA.kafka_controller}",
+@dataclass(frozen=True)
+class KafkaNode:
+    name: str  # its supervisor program
+    node_id: int
+    roles: str  # process.roles
+    home: Path  # server.properties and data/
+
+
+def kafka_nodes(run: Path, controllers: int) -> list[KafkaNode]:
+    """With one controller, one combined broker+controller in run/kafka. With three, three
+    controller-only voters and a broker of their own under run/kafka-quorum: killing or
+    cutting off the KRaft leader then leaves the broker, which the saga's transactions go
+    through, standing, so a drill shows the election without a broker outage in the way.
+    A directory per mode: switching modes starts a fresh cluster instead of mixing two
+    metadata logs. The broker is last."""
+    if controllers == 1:
+        return [KafkaNode("kafka", 1, "broker,controller", run / "kafka")]
+    home = run / "kafka-quorum"
+    voters = [
+        KafkaNode(f"kafka-controller-{i}", i, "controller", home / f"controller-{i}") for i in range(1, controllers + 1)
+    ]
+    return [*voters, KafkaNode("kafka", controllers + 1, "broker", home / "broker")]
+
+
+def kafka_properties(node: KafkaNode, controllers: int) -> str:
+    # Replication factor 1: the transaction state log and the offsets topic have one
+    # replica locally, on the one broker, whichever the controller quorum.
+    ports = kafka_controller_ports(controllers)
+    voters = ",".join(f"{i}@127.0.0.1:{port}" for i, port in enumerate(ports, start=1))
+    listeners = []
+    if "broker" in node.roles:
+        listeners.append(f"PLAINTEXT://127.0.0.1:{INFRA.kafka}")
+    if "controller" in node.roles:
+        listeners.append(f"CONTROLLER://127.0.0.1:{ports[node.node_id - 1]}")
+    lines = [
+        f"process.roles={node.roles}",
+        f"node.id={node.node_id}",
+        f"controller.quorum.voters={voters}",
+        f"listeners={','.join(listeners)}",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"log.dirs={node.home / 'data'}",
+    ]
+    if "broker" in node.roles:
+        lines += [
             f"advertised.listeners=PLAINTEXT://127.0.0.1:{INFRA.kafka}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name=PLAINTEXT",
-            f"log.dirs={data}",
             "num.partitions=3",
             "offsets.topic.replication.factor=1",
             "offsets.topic.num.partitions=6",
@@ -34,12 +68,9 @@ def kafka_properties(data: Path) -> str:
             "transaction.state.log.num.partitions=6",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
-            "num.network.threads=2",
-            "num.io.threads=2",
             "log.retention.hours=24",
-            "",
         ]
-    )
+    return "\n".join([*lines, "num.network.threads=2", "num.io.threads=2", ""])
 
 
 def new_kafka_cluster_id() -> str:

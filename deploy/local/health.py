@@ -28,6 +28,15 @@ def zookeeper(port: int) -> bool:
         return False
 
 
+def tcp_open(port: int) -> bool:
+    """Something accepts connections on the port (a KRaft controller, which has no broker API)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_SECONDS):
+            return True
+    except OSError:
+        return False
+
+
 def kafka(port: int) -> bool:
     admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "socket.timeout.ms": 2000, "log_level": 0})
     try:

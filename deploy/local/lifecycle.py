@@ -72,27 +72,7 @@ def _prepare(run: Path, stack: Stack, components: list[Component]) -> list[str]:
         )
         if result.returncode != 0:
             raise StackError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
-    (run / "kafka" / "server.properties").write_text(files.kafka_properties(run / "kafka" / "data"))
-    if not (run / "kafka" / "data" / "meta.properties").exists():
-        progress("formatting Kafka storage (KRaft)")
-        result = subprocess.run(
-            [
-                comp.java(),
-                "-cp",
-                f"{paths.jars_dir('kafka')}/*",
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                files.new_kafka_cluster_id(),
-                "-c",
-                str(run / "kafka" / "server.properties"),
-            ],
-            check=False,
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise StackError(f"formatting Kafka storage failed: {(result.stderr or result.stdout).strip()[-400:]}")
+    _format_kafka(stack.kafka_controllers, files.kafka_nodes(run, stack.kafka_controllers))
     nodes = stack.zookeeper_nodes
     for node in range(1, nodes + 1):
         home = run / "zookeeper" / str(node)
@@ -103,6 +83,41 @@ def _prepare(run: Path, stack: Stack, components: list[Component]) -> list[str]:
     changed = files.write_sidecar_configs(run / "envoy", stack.replica_counts())
     (run / "supervisord.conf").write_text(render(components, run))
     return changed
+
+
+def _format_kafka(controllers: int, nodes: list[files.KafkaNode]) -> None:
+    """Writes every Kafka node's server.properties and formats the storage of those that
+    have none, all with one cluster id (an already formatted node's, if any)."""
+    ids = []
+    for node in nodes:
+        node.home.mkdir(parents=True, exist_ok=True)
+        (node.home / "server.properties").write_text(files.kafka_properties(node, controllers))
+        meta = node.home / "data" / "meta.properties"
+        if meta.exists():
+            ids += [line.split("=", 1)[1] for line in meta.read_text().splitlines() if line.startswith("cluster.id=")]
+    cluster_id = ids[0] if ids else files.new_kafka_cluster_id()
+    for node in nodes:
+        if (node.home / "data" / "meta.properties").exists():
+            continue
+        progress(f"formatting Kafka storage (KRaft) for {node.name}")
+        result = subprocess.run(
+            [
+                comp.java(),
+                "-cp",
+                f"{paths.jars_dir('kafka')}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(node.home / "server.properties"),
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed: {(result.stderr or result.stdout).strip()[-400:]}")
 
 
 def _check_ports(components: list[Component], supervisor: Supervisor) -> None:

@@ -1,4 +1,4 @@
-"""What a local stack runs, as one frozen value: ZooKeeper nodes, service replicas, clock
+"""What a local stack runs, as one frozen value: ZooKeeper nodes, KRaft controllers, service replicas, clock
 skews, the simulated fleet's size and pace, the trace sampling ratio (and room for the
 modes to come). `up(run, stack)` starts exactly this and keeps it in the run directory
 (stack.json), so `status`, the drills and the benchmarks read what is running, and a
@@ -21,6 +21,7 @@ from services.runtime.topology import DRIVER_CLUSTER, MAX_REPLICAS, REPLICABLE, 
 
 STACK_FILE = "stack.json"
 ZOOKEEPER_SIZES = (1, 3)
+KAFKA_CONTROLLER_SIZES = (1, 3)  # 1: one combined broker+controller; 3: a KRaft quorum beside the broker
 
 Seconds = tuple[float, float]
 
@@ -46,6 +47,7 @@ INSTANT = FleetPace(think_seconds=(0.0, 0.0), ride_seconds=(0.0, 0.0))  # driver
 @dataclass(frozen=True)
 class Stack:
     zookeeper_nodes: int = 1
+    kafka_controllers: int = 1
     # (service, count) for every service that runs more than one process
     replicas: tuple[tuple[str, int], ...] = (("driver", DRIVER_CLUSTER),)
     clock_skew_ms: tuple[tuple[str, int], ...] = ()  # (service, ms its wall clock is set off)
@@ -59,6 +61,8 @@ class Stack:
     def __post_init__(self) -> None:
         if self.zookeeper_nodes not in ZOOKEEPER_SIZES:
             raise StackError(f"ZooKeeper nodes must be 1 or 3, got {self.zookeeper_nodes}")
+        if self.kafka_controllers not in KAFKA_CONTROLLER_SIZES:
+            raise StackError(f"KAFKA_CONTROLLERS must be 1 or 3, got {self.kafka_controllers}")
         for name, count in self.replicas:
             if name not in REPLICABLE:
                 raise StackError(f"REPLICAS: {name!r} cannot be replicated here; only {', '.join(REPLICABLE)}")
@@ -95,6 +99,7 @@ class Stack:
         pace = raw.get("fleet_pace") or {}
         return cls(
             zookeeper_nodes=int(raw.get("zookeeper_nodes", 1)),
+            kafka_controllers=int(raw.get("kafka_controllers", 1)),
             replicas=tuple((str(n), int(c)) for n, c in raw.get("replicas", ())),
             clock_skew_ms=tuple((str(n), int(ms)) for n, ms in raw.get("clock_skew_ms", ())),
             fleet_size=int(raw.get("fleet_size", 30)),

@@ -47,7 +47,7 @@ class InfraPorts:
     zookeeper_peer: int = 12881  # ensemble mode: quorum port of node i is zookeeper_peer + i - 1
     zookeeper_election: int = 12891  # and its leader-election port, zookeeper_election + i - 1
     kafka: int = 19092
-    kafka_controller: int = 19093
+    kafka_controller: int = 19093  # with KAFKA_CONTROLLERS=3, voter i on kafka_controller + i - 1
     postgres: int = 15432
     redis: int = 16379
     redlock: tuple[int, int, int] = (16381, 16382, 16383)  # three independent Redis for Redlock
@@ -109,6 +109,11 @@ STREAMS = (
 
 def zookeeper_ports(nodes: int) -> list[int]:
     return [INFRA.zookeeper + i for i in range(nodes)]
+
+
+def kafka_controller_ports(controllers: int) -> list[int]:
+    """KRaft voter i listens for its quorum on kafka_controller + i - 1."""
+    return [INFRA.kafka_controller + i for i in range(controllers)]
 
 
 def zookeeper_hosts(nodes: int) -> str:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from deploy.common import kafka_common
-from deploy.local.files import kafka_properties
+from deploy.local.files import kafka_nodes, kafka_properties
 from services.blocks.retention import (
     HANDLED_RETENTION,
     KAFKA_DEFAULT_RETENTION,
@@ -18,7 +18,7 @@ from services.runtime.topology import TOPICS
 
 
 def _local_broker() -> dict[str, str]:
-    lines = kafka_properties(Path("/run/kafka/data")).splitlines()
+    lines = kafka_properties(kafka_nodes(Path("/run"), 1)[-1], 1).splitlines()
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
 

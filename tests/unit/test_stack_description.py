@@ -17,6 +17,7 @@ from deploy.local.stack import INSTANT, FleetPace, Stack
 STACKS = st.builds(
     Stack,
     zookeeper_nodes=st.sampled_from([1, 3]),
+    kafka_controllers=st.sampled_from([1, 3]),
     replicas=st.sampled_from([(), (("payment", 2),), (("payment", 3), ("psp", 2))]),
     clock_skew_ms=st.sampled_from([(), (("payment", -5000),), (("trip", 250),)]),
     fleet_size=st.integers(1, 1000),
@@ -48,6 +49,7 @@ def test_a_damaged_stack_file_is_one_clear_error(tmp_path: Path) -> None:
     ("changes", "message"),
     [
         ({"zookeeper_nodes": 2}, "ZooKeeper nodes must be 1 or 3, got 2"),
+        ({"kafka_controllers": 2}, "KAFKA_CONTROLLERS must be 1 or 3, got 2"),
         ({"replicas": (("trip", 2),)}, "'trip' cannot be replicated here"),
         ({"replicas": (("payment", 9),)}, "payment=9 must have a count in 1..5"),
         ({"clock_skew_ms": (("paymnet", 5),)}, "clock skew for 'paymnet': not a service"),
@@ -67,11 +69,22 @@ def test_a_pace_that_ends_before_it_starts_is_refused() -> None:
 
 
 def test_the_environment_asks_and_the_last_stack_fills_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ZK_NODES", "REPLICAS", "DRIVERS", "RIDESAGA_CLOCK_SKEW", "RIDESAGA_FLEET_THINK_SECONDS"):
+    for name in (
+        "ZK_NODES",
+        "KAFKA_CONTROLLERS",
+        "REPLICAS",
+        "DRIVERS",
+        "RIDESAGA_CLOCK_SKEW",
+        "RIDESAGA_FLEET_THINK_SECONDS",
+    ):
         monkeypatch.delenv(name, raising=False)
-    previous = Stack(zookeeper_nodes=3, replicas=(("payment", 2),), clock_skew_ms=(("payment", 10),))
-    # ZooKeeper nodes and replicas stick from the last `up`; a skew lasts only while asked for.
-    assert environment.requested_stack(previous) == Stack(zookeeper_nodes=3, replicas=(("payment", 2),))
+    previous = Stack(
+        zookeeper_nodes=3, kafka_controllers=3, replicas=(("payment", 2),), clock_skew_ms=(("payment", 10),)
+    )
+    # ZooKeeper nodes, controllers and replicas stick from the last `up`; a skew lasts only while asked for.
+    assert environment.requested_stack(previous) == Stack(
+        zookeeper_nodes=3, kafka_controllers=3, replicas=(("payment", 2),)
+    )
     monkeypatch.setenv("ZK_NODES", "1")
     monkeypatch.setenv("RIDESAGA_CLOCK_SKEW", "payment=-5000")
     monkeypatch.setenv("RIDESAGA_FLEET_THINK_SECONDS", "0,0")
@@ -84,6 +97,8 @@ def test_the_environment_asks_and_the_last_stack_fills_in(monkeypatch: pytest.Mo
     ("variable", "value", "message"),
     [
         ("ZK_NODES", "two", "ZK_NODES must be 1 or 3, got 'two'"),
+        ("KAFKA_CONTROLLERS", "three", "KAFKA_CONTROLLERS must be 1 or 3, got 'three'"),
+        ("KAFKA_CONTROLLERS", "5", "KAFKA_CONTROLLERS must be 1 or 3, got 5"),
         ("REPLICAS", "payment", "REPLICAS entries must be SERVICE=INTEGER, got 'payment'"),
         ("RIDESAGA_CLOCK_SKEW", "payment=soon", "RIDESAGA_CLOCK_SKEW entries must be SERVICE=INTEGER"),
         ("RIDESAGA_FLEET_RIDE_SECONDS", "1", "RIDESAGA_FLEET_RIDE_SECONDS must be MIN,MAX seconds"),
