@@ -29,7 +29,7 @@ import psycopg
 from deploy.local import components, lifecycle, paths
 from deploy.local.errors import StackError
 from deploy.local.supervisor import Supervisor
-from drills import Verdict, checker, partition
+from drills import Verdict, checker, netsplit, partition
 from drills.history import Event, Fault, History, check, in_flight, locked_out, not_recovered, outcomes, recovery
 from drills.stats import percentile
 from drills.workload import REBOOK_BOUND_SECONDS, Clients, Mix
@@ -322,6 +322,10 @@ def run(
         thread.start()
         asyncio.run(clients.run(rate, keep_going))
         thread.join()
+    if scenario.partitions:
+        left = (["loopback cut"] if partition.active() else []) + [f"split in {p}" for p in netsplit.active()]
+        extra.setdefault("checks", {})["nothing of the partition is left in place"] = not left
+        extra["left_in_place"] = left
     return _verdict(scenario, drill, history, extra, errors, rate)
 
 

@@ -12,7 +12,8 @@ connection from them to a port of the other side is cut, whatever its ephemeral 
 
 A drill's nemesis runs in a thread of its own: `cutting` works in any thread; `guarded`, in
 the main thread around the whole drill, turns SIGTERM into an exception and removes the
-table however the drill ends. A drill SIGKILLed mid-cut cannot clean up: the next drill's
+table however the drill ends (and the splits between network namespaces of
+drills/netsplit.py with it). A drill SIGKILLed mid-cut cannot clean up: the next drill's
 `guarded` (and `ridectl drill suite`) removes the table it left."""
 
 from __future__ import annotations
@@ -182,16 +183,20 @@ def guarded(table: str = TABLE) -> Iterator[None]:
     however the block ends."""
     if threading.current_thread() is not threading.main_thread():
         raise PartitionError("guarded must run in the main thread: only there can SIGTERM become an exception")
+    from drills import netsplit  # the splits between namespaces, cleared the same way; it imports this module
+
     previous = signal.getsignal(signal.SIGTERM)
     handler = _SigtermRaises()
     try:
         signal.signal(signal.SIGTERM, handler)
         clear(table)
+        netsplit.clear()
         yield
     finally:
         handler.armed = False
         try:
             clear(table)
+            netsplit.clear()
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
             if handler.deferred:

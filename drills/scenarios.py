@@ -20,9 +20,8 @@ import psycopg
 import redis
 
 from deploy.envoy import faults as mesh
-from deploy.local import consensus, lifecycle
-from deploy.local.errors import StackError
-from drills import cluster, lock_pause
+from deploy.local import lifecycle
+from drills import cluster, kraft, lock_pause
 from drills.engine import RECOVERY_LIMIT_SECONDS, STATES, STEPS, TRIP_DB, Drill, DrillError, Scenario
 from drills.history import Event, Fault, locked_out
 from drills.workload import REBOOK_BOUND_SECONDS, Mix
@@ -125,57 +124,6 @@ def kill_zk_leader(d: Drill) -> dict[str, Any]:
         "old_zk_leader": leader,
         "new_zk_leader": new_leader,
         "checks": {"a leader was elected again": bool(new_leader)},
-    }
-
-
-KRAFT_ELECTION_BOUND_SECONDS = 30.0  # fetch timeout 2 s + election timeout 1 s, with room
-
-
-def _kraft_leader(controllers: int) -> tuple[int, int] | None:
-    try:
-        return consensus.kraft_leader(controllers)
-    except StackError:
-        return None  # no controller answered, or none knows a leader yet
-
-
-def kill_kraft_leader(d: Drill) -> dict[str, Any]:
-    """SIGKILL the leader of Kafka's KRaft controller quorum. With KAFKA_CONTROLLERS=3 the
-    two other voters elect a new leader in a higher epoch while the broker, a process of
-    its own, keeps serving the saga's transactions; with one combined node the only
-    controller (and the broker with it) dies and leads again in a new epoch once it is back."""
-    voters = sorted(name for name in d.components if name.startswith("kafka-controller-"))
-    controllers = len(voters) or 1
-    d.wait_for_step(random.Random(d.seed).choice(STEPS))
-    before = _kraft_leader(controllers)
-    if before is None or before[0] < 0:
-        raise DrillError(f"kill-kraft-leader: the KRaft quorum has no leader ({before})")
-    old_id, old_epoch = before
-    leader = f"kafka-controller-{old_id}" if voters else "kafka"
-    old_pid = d.pid(leader)
-    wall = time.time()
-    with d.window("kill", leader, leader_id=old_id, leader_epoch=old_epoch, voters=controllers):
-        killed = time.monotonic()
-        os.kill(old_pid, signal.SIGKILL)
-        after = _until(
-            lambda: (found := _kraft_leader(controllers)) and found[1] > old_epoch and found[0] >= 0 and found,
-            KRAFT_ELECTION_BOUND_SECONDS,
-            "KRaft leader in a higher epoch",
-        )
-        elected = round(time.monotonic() - killed, 2)
-        d.wait_healthy(leader, old_pid=old_pid)
-    quorum = consensus.kraft(controllers)
-    return {
-        "kafka_controllers": controllers,
-        "old_leader": {"id": old_id, "epoch": old_epoch},
-        "new_leader": {"id": after[0], "epoch": after[1]},
-        "seconds_to_new_leader": elected,
-        "rides_completed_from_the_kill_to_the_new_leader": _completed_between(wall, wall + elected),
-        "voters_after": [vars(v) for v in quorum.voters],
-        "checks": {
-            "the leader epoch rose": after[1] > old_epoch,
-            f"a new leader within {KRAFT_ELECTION_BOUND_SECONDS:.0f} s": elected <= KRAFT_ELECTION_BOUND_SECONDS,
-            "every voter is back in the quorum": len(quorum.voters) == controllers,
-        },
     }
 
 
@@ -446,16 +394,6 @@ def clock_skew(d: Drill) -> dict[str, Any]:
     }
 
 
-def _completed_between(since: float, until: float) -> int:
-    with psycopg.connect(TRIP_DB, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM rides WHERE state = 'COMPLETED'"
-            " AND updated_at >= to_timestamp(%s) AND updated_at < to_timestamp(%s)",
-            (since, until),
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
 def _completed_since(since: float) -> int:
     with psycopg.connect(TRIP_DB, autocommit=True) as conn:
         row = conn.execute(
@@ -518,7 +456,8 @@ def all_scenarios() -> dict[str, Scenario]:
     for infra in ("kafka", "postgres", "redis"):
         add(f"restart-{infra}", f"restart {infra} (stop, start) at a random saga step", restart(infra))
     add("kill-zk-leader", kill_zk_leader.__doc__ or "", kill_zk_leader)
-    add("kill-kraft-leader", kill_kraft_leader.__doc__ or "", kill_kraft_leader)
+    add("kill-kraft-leader", kraft.kill_leader.__doc__ or "", kraft.kill_leader)
+    add("partition-kraft-leader", kraft.partition_leader.__doc__ or "", kraft.partition_leader, partitions=True)
     add("leader-pause", leader_pause.__doc__ or "", leader_pause)
     add(
         "trip-pause-sweeper-change",

@@ -61,13 +61,15 @@ def missing_debian_packages() -> list[str]:
         missing.append("chromium")  # the tests load `ridectl trace --html` pages in it, headless
     if shutil.which("nft") is None:
         missing.append("nftables")  # the partition drills drop loopback packets with it (drills/partition.py)
+    if shutil.which("ip") is None:
+        missing.append("iproute2")  # KAFKA_CONTROLLERS=3 runs its controllers in namespaces (deploy/local/netns.py)
     return missing
 
 
 def debian_packages() -> None:
     missing = missing_debian_packages()
     if not missing:
-        say("debian", "postgresql, redis-server, java, maven, chromium, nft present")
+        say("debian", "postgresql, redis-server, java, maven, chromium, nft, ip present")
         return
     if os.geteuid() != 0:
         raise BootstrapError(

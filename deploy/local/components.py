@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.local import environment, files, health, paths
+from deploy.local import environment, files, health, netns, paths
 from deploy.local.errors import StackError
 from deploy.local.stack import Stack
 from services.runtime.topology import (
@@ -19,7 +19,6 @@ from services.runtime.topology import (
     SERVICES,
     SWEEPERS,
     ServiceSpec,
-    kafka_controller_ports,
     member_address,
     replicas_of,
     zookeeper_hosts,
@@ -41,6 +40,8 @@ class Component:
 
 
 SLF4J_INFO = "-Dorg.slf4j.simpleLogger.defaultLogLevel=info"
+# Kafka's lines with their time, so a drill can tell when a controller changed state.
+SLF4J_TIMES = ("-Dorg.slf4j.simpleLogger.showDateTime=true", "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS")
 
 
 def _tracing(stack: Stack) -> dict[str, str]:
@@ -105,30 +106,31 @@ def kafkas(run: Path, stack: Stack) -> list[Component]:
     (deploy/local/files.py kafka_nodes). A controller is healthy once it listens; the
     broker once it serves metadata, which it does only after registering with a
     controller quorum that has a leader."""
-    ports = kafka_controller_ports(stack.kafka_controllers)
+    voters = files.kafka_controllers(stack.kafka_controllers)
     found = []
     for node in files.kafka_nodes(run, stack.kafka_controllers):
         broker = "broker" in node.roles
-        heap = "-Xmx512m" if broker else "-Xmx160m"
+        command = [
+            java(),
+            "-Xms64m",
+            "-Xmx512m" if broker else "-Xmx160m",
+            "-XX:+UseG1GC",
+            SLF4J_INFO,
+            *SLF4J_TIMES,
+            "-cp",
+            f"{paths.jars_dir('kafka')}/*",
+            "kafka.Kafka",
+            str(node.home / "server.properties"),
+        ]
+        host, port = ("127.0.0.1", INFRA.kafka) if broker else voters[node.node_id - 1]
+        in_namespace = not broker and stack.kafka_controllers > 1
         found.append(
             Component(
                 node.name,
                 "infra",
-                INFRA.kafka if broker else ports[node.node_id - 1],
-                [
-                    java(),
-                    "-Xms64m",
-                    heap,
-                    "-XX:+UseG1GC",
-                    SLF4J_INFO,
-                    "-cp",
-                    f"{paths.jars_dir('kafka')}/*",
-                    "kafka.Kafka",
-                    str(node.home / "server.properties"),
-                ],
-                functools.partial(health.kafka, INFRA.kafka)
-                if broker
-                else functools.partial(health.tcp_open, ports[node.node_id - 1]),
+                port,
+                netns.run_inside(node.node_id, command) if in_namespace else command,
+                functools.partial(health.kafka, port) if broker else functools.partial(health.tcp_open, port, host),
                 stopwaitsecs=30,
             )
         )

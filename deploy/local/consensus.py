@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from deploy.local import components, paths
+from deploy.local import components, files, netns, paths
 from deploy.local.errors import StackError
-from services.runtime.topology import kafka_controller_ports, zookeeper_ports
+from services.runtime.topology import zookeeper_ports
 
 TOOL = "org.apache.kafka.tools.MetadataQuorumCommand"
 TOOL_SECONDS = 20.0
@@ -39,10 +40,16 @@ class KRaftQuorum:
         return asdict(self)
 
 
-def _tool(controllers: int, *describe: str) -> str:
-    servers = ",".join(f"127.0.0.1:{port}" for port in kafka_controller_ports(controllers))
+def _tool(controllers: int, *describe: str, asking: Sequence[int] = (), inside: int | None = None) -> str:
+    """The tool's answer from the voters `asking` (node numbers; every voter if none), run
+    in a controller's network namespace if `inside` (to hear a node cut off from the host)."""
+    voters = files.kafka_controllers(controllers)
+    chosen = [voters[node - 1] for node in asking] if asking else voters
+    servers = ",".join(f"{host}:{port}" for host, port in chosen)
     command = [components.java(), "-cp", f"{paths.jars_dir('kafka-tools')}/*", TOOL]
     command += ["--bootstrap-controller", servers, "describe", *describe]
+    if inside is not None:
+        command = netns.run_inside(inside, command)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=TOOL_SECONDS, check=False)
     except subprocess.TimeoutExpired:
@@ -72,12 +79,21 @@ def parse_replication(text: str) -> list[Voter]:
     return found
 
 
-def kraft_leader(controllers: int) -> tuple[int, int]:
-    """(leader id, leader epoch) as the first controller that answers sees them; one call
-    of the tool, about a second."""
-    status = parse_status(_tool(controllers, "--status"))
+@dataclass(frozen=True)
+class KRaftView:
+    """What one controller knows of the quorum: whom it takes for leader (-1: nobody), in
+    which epoch, and how far the log is committed as far as it knows."""
+
+    leader_id: int
+    leader_epoch: int
+    high_watermark: int
+
+
+def kraft_view(controllers: int, asking: Sequence[int] = (), inside: int | None = None) -> KRaftView:
+    """One call of the tool, about a second: the view of the first of `asking` that answers."""
+    status = parse_status(_tool(controllers, "--status", asking=asking, inside=inside))
     try:
-        return int(status["LeaderId"]), int(status["LeaderEpoch"])
+        return KRaftView(int(status["LeaderId"]), int(status["LeaderEpoch"]), int(status["HighWatermark"]))
     except (KeyError, ValueError):
         raise StackError(f"kafka-metadata-quorum: no leader in its answer {status}") from None
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.envoy.render import all_sidecar_configs
+from deploy.local import netns
 from services.runtime.config import trace_sample_ratio
 from services.runtime.topology import INFRA, kafka_controller_ports, zookeeper_ports
 
@@ -37,16 +38,25 @@ def kafka_nodes(run: Path, controllers: int) -> list[KafkaNode]:
     return [*voters, KafkaNode("kafka", controllers + 1, "broker", home / "broker")]
 
 
+def kafka_controllers(controllers: int) -> list[tuple[str, int]]:
+    """Where each voter listens: the combined node on loopback; three controllers each at
+    the address of its own network namespace (deploy/local/netns.py)."""
+    ports = kafka_controller_ports(controllers)
+    if controllers == 1:
+        return [("127.0.0.1", ports[0])]
+    return [(netns.address(i), port) for i, port in enumerate(ports, start=1)]
+
+
 def kafka_properties(node: KafkaNode, controllers: int) -> str:
     # Replication factor 1: the transaction state log and the offsets topic have one
     # replica locally, on the one broker, whichever the controller quorum.
-    ports = kafka_controller_ports(controllers)
-    voters = ",".join(f"{i}@127.0.0.1:{port}" for i, port in enumerate(ports, start=1))
+    voters = ",".join(f"{i}@{host}:{port}" for i, (host, port) in enumerate(kafka_controllers(controllers), start=1))
     listeners = []
     if "broker" in node.roles:
         listeners.append(f"PLAINTEXT://127.0.0.1:{INFRA.kafka}")
     if "controller" in node.roles:
-        listeners.append(f"CONTROLLER://127.0.0.1:{ports[node.node_id - 1]}")
+        host, port = kafka_controllers(controllers)[node.node_id - 1]
+        listeners.append(f"CONTROLLER://{host}:{port}")
     lines = [
         f"process.roles={node.roles}",
         f"node.id={node.node_id}",

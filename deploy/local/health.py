@@ -28,10 +28,10 @@ def zookeeper(port: int) -> bool:
         return False
 
 
-def tcp_open(port: int) -> bool:
+def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
     """Something accepts connections on the port (a KRaft controller, which has no broker API)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_SECONDS):
+        with socket.create_connection((host, port), timeout=TIMEOUT_SECONDS):
             return True
     except OSError:
         return False

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.local import components as comp
-from deploy.local import files, paths, provision
+from deploy.local import files, netns, paths, provision
 from deploy.local import stack as stack_file
 from deploy.local.components import Component
 from deploy.local.errors import StackError
@@ -72,6 +72,8 @@ def _prepare(run: Path, stack: Stack, components: list[Component]) -> list[str]:
         )
         if result.returncode != 0:
             raise StackError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
+    if stack.kafka_controllers > 1:
+        netns.create(stack.kafka_controllers)
     _format_kafka(stack.kafka_controllers, files.kafka_nodes(run, stack.kafka_controllers))
     nodes = stack.zookeeper_nodes
     for node in range(1, nodes + 1):
@@ -261,6 +263,7 @@ def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 def down(run: Path = paths.RUN) -> None:
     supervisor = Supervisor(run)
     if not supervisor.running():
+        netns.remove()  # left by an `up` that was killed, if any
         progress("stack is not running")
         return
     pids = [int(info["pid"]) for info in supervisor.all_info().values() if info["pid"]]
@@ -272,4 +275,5 @@ def down(run: Path = paths.RUN) -> None:
     if not gone:
         left = [p for p in pids if _alive(p)]
         raise StackError(f"processes still running after {STOP_TIMEOUT_SECONDS:.0f}s: {left}")
+    netns.remove()
     progress("stack stopped")

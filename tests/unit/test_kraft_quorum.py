@@ -24,12 +24,13 @@ def test_three_controllers_are_voters_and_the_broker_is_not() -> None:
         ("kafka", 4, "broker"),
     ]
     configs = [_properties(kafka_properties(n, 3)) for n in nodes]
-    voters = "1@127.0.0.1:19093,2@127.0.0.1:19094,3@127.0.0.1:19095"
+    # Each controller at the address of its own network namespace (deploy/local/netns.py).
+    voters = "1@10.77.0.1:19093,2@10.77.0.2:19094,3@10.77.0.3:19095"
     assert {c["controller.quorum.voters"] for c in configs} == {voters}
     assert [c["listeners"] for c in configs] == [
-        "CONTROLLER://127.0.0.1:19093",
-        "CONTROLLER://127.0.0.1:19094",
-        "CONTROLLER://127.0.0.1:19095",
+        "CONTROLLER://10.77.0.1:19093",
+        "CONTROLLER://10.77.0.2:19094",
+        "CONTROLLER://10.77.0.3:19095",
         "PLAINTEXT://127.0.0.1:19092",
     ]
     assert len({c["log.dirs"] for c in configs}) == 4  # storage of its own each
@@ -42,13 +43,10 @@ def test_one_controller_is_the_combined_node_of_the_default_stack(tmp_path: Path
     assert config["process.roles"] == "broker,controller"
     assert config["controller.quorum.voters"] == "1@127.0.0.1:19093"
     assert config["log.dirs"] == str(tmp_path / "kafka" / "data")
-    names = [c.name for c in components.all_components(tmp_path, Stack(kafka_controllers=3))]
-    assert [n for n in names if n.startswith("kafka")] == [
-        "kafka-controller-1",
-        "kafka-controller-2",
-        "kafka-controller-3",
-        "kafka",
-    ]
+    kafkas = [c for c in components.all_components(tmp_path, Stack(kafka_controllers=3)) if c.name.startswith("kafka")]
+    assert [c.name for c in kafkas] == ["kafka-controller-1", "kafka-controller-2", "kafka-controller-3", "kafka"]
+    assert [c.command[:4] for c in kafkas[:3]] == [["ip", "netns", "exec", f"ridesaga-kraft-{i}"] for i in (1, 2, 3)]
+    assert kafkas[3].command[0] != "ip"  # the broker stays in the host's namespace, on loopback
 
 
 # What Kafka 4.4's MetadataQuorumCommand printed for a three-controller stack.
