@@ -1,9 +1,10 @@
-"""After `ridectl down` no process of the stack is left and no port is held; and `ridectl
-up` refuses, in one line naming the port and its owner, to start over a busy port."""
+"""After `ridectl down` no process of the stack is left, no port is held and no network
+namespace of its own remains (deploy/local/netns.py); and `ridectl up` refuses, in one line naming the port and its owner, to start over a busy port."""
 
 import os
 import socket
 
+from deploy.local import netns
 from deploy.local.ports import owner_of
 from services.runtime.topology import INFRA
 from tests.support import ridectl, status
@@ -28,6 +29,7 @@ def test_down_leaves_no_process_and_no_port() -> None:
 
     assert [p for p in pids if _alive(p)] == []
     assert {p: owner_of(p) for p in ports if owner_of(p)} == {}
+    assert netns.ours() == []
     after = ridectl("status", "--json")
     assert after.returncode == 1
     assert all(c["state"] == "down" and c["pid"] is None for c in status().values())
