@@ -45,6 +45,12 @@ def _members(args: argparse.Namespace) -> int:
     return members(args)
 
 
+def _raft_sim(args: argparse.Namespace) -> int:
+    from ridectl.raft import raft_sim
+
+    return raft_sim(args)
+
+
 def _status(args: argparse.Namespace) -> int:
     found = lifecycle.status()
     total_kb = sum(s.rss_kb for s in found)
@@ -240,6 +246,17 @@ def parser() -> argparse.ArgumentParser:
     faults = psp.add_parser("faults", help="show or set the psp's fault knobs")
     psp_cmd.add_arguments(faults)
     faults.set_defaults(handler=psp_cmd.faults)
+    raft = commands.add_parser("raft", help="Raft consensus, simulated").add_subparsers(
+        dest="raft_command", required=True
+    )
+    raft_sim = raft.add_parser("sim", help="a seeded Raft run, step by step, checked for Raft's safety properties")
+    raft_sim.add_argument("--nodes", default="5", help="3..9 (default 5)")
+    raft_sim.add_argument("--seed", default="1", help="the same seed, the same run (default 1)")
+    raft_sim.add_argument("--scenario", default="crash-leader", help="crash-leader (default), partition or random")
+    raft_sim.add_argument("--ticks", help="how long the random scenario runs (default 300)")
+    raft_sim.add_argument("--rules", default="correct", help="correct (default), broken-vote or broken-commit")
+    raft_sim.add_argument("--json", action="store_true", help="print JSON for scripts")
+    raft_sim.set_defaults(handler=_raft_sim)
     return root
 
 
