@@ -5,6 +5,7 @@ questions; every cited path exists; every runnable lab is a real ridectl command
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -16,12 +17,11 @@ from typing import Any
 import pytest
 
 from drills import scenarios
-from ridectl import cli
+from ridectl import cli, labs
 from ridectl.labs import CATALOGUE, COURSE_DOC, Lab, docs_table, with_table
 
 REPO = COURSE_DOC.parents[1]
 RUNNABLE = [row for row in CATALOGUE if row.state == "runnable"]
-NOT_RUNNABLE = [row for row in CATALOGUE if row.state != "runnable"]
 
 
 def _ridectl(*argv: str) -> int:
@@ -79,8 +79,12 @@ def test_every_runnable_lab_is_a_ridectl_command(row: Lab) -> None:
         assert found is not None, f"no drill {args.scenario!r}"
 
 
-@pytest.mark.parametrize("row", NOT_RUNNABLE, ids=lambda r: r.id)
-def test_a_lab_that_does_not_run_is_refused_in_one_line(row: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_lab_that_does_not_run_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every item of the course runs today; an item that does not is refused like this one.
+    row = dataclasses.replace(CATALOGUE[0], command="", state="not yet", why="its drill is being rebuilt")
+    monkeypatch.setitem(labs.BY_ID, row.id, row)
     assert _ridectl("lab", "run", row.id) == 2
     out, err = capsys.readouterr()
     assert out == "" and err == f"ridectl: error: lab {row.id} is {row.state}: {row.why}\n"
