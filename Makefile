@@ -67,7 +67,8 @@ quorum-lab: up
 	@$(RIDECTL) quorum drill --report reports/quorum
 	@$(RIDECTL) quorum cassandra --report reports/quorum
 
-COMPOSE := docker compose -f deploy/compose/compose.yaml
+# KAFKA_CONTROLLERS=3 adds the override with three KRaft controller voters beside the broker.
+COMPOSE := docker compose -f deploy/compose/compose.yaml $(if $(filter 3,$(KAFKA_CONTROLLERS)),-f deploy/compose/compose.kraft-quorum.yaml)
 compose-up:
 	@$(COMPOSE) up -d --build
 	@$(COMPOSE) ps

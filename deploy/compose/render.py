@@ -200,6 +200,48 @@ def _simulators() -> dict[str, Doc]:
     return found
 
 
+KRAFT_VOTERS = 3
+
+
+def _kraft_quorum() -> Doc:
+    """An override (`docker compose -f compose.yaml -f compose.kraft-quorum.yaml`, what
+    `make compose-up KAFKA_CONTROLLERS=3` runs): three controller-only KRaft voters and the
+    broker beside them, as the local stack's KAFKA_CONTROLLERS=3 runs them
+    (deploy/local/files.py kafka_nodes)."""
+    voters = ",".join(f"{i}@kafka-controller-{i}:{PORTS.kafka_controller}" for i in range(1, KRAFT_VOTERS + 1))
+    shared = {key: value for key, value in common.kafka_common().items() if key != "KAFKA_INTER_BROKER_LISTENER_NAME"}
+    services: dict[str, Doc] = {
+        f"kafka-controller-{i}": {
+            "image": common.KAFKA_IMAGE,
+            "environment": {
+                **shared,
+                "KAFKA_NODE_ID": str(i),
+                "KAFKA_PROCESS_ROLES": "controller",
+                "KAFKA_LISTENERS": f"CONTROLLER://:{PORTS.kafka_controller}",
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT",
+                "KAFKA_CONTROLLER_QUORUM_VOTERS": voters,
+            },
+            "volumes": [f"kafka-controller-{i}-data:/var/lib/kafka/data"],
+            "healthcheck": {"test": ["CMD", "bash", "-c", f"< /dev/tcp/localhost/{PORTS.kafka_controller}"], **HEALTH},
+            "restart": "unless-stopped",
+        }
+        for i in range(1, KRAFT_VOTERS + 1)
+    }
+    services["kafka"] = {
+        "environment": {
+            "KAFKA_NODE_ID": str(KRAFT_VOTERS + 1),
+            "KAFKA_PROCESS_ROLES": "broker",
+            "KAFKA_LISTENERS": f"PLAINTEXT://:{PORTS.kafka}",
+            "KAFKA_CONTROLLER_QUORUM_VOTERS": voters,
+        },
+        "depends_on": _healthy(*(f"kafka-controller-{i}" for i in range(1, KRAFT_VOTERS + 1))),
+    }
+    return {
+        "services": services,
+        "volumes": {f"kafka-controller-{i}-data": {} for i in range(1, KRAFT_VOTERS + 1)},
+    }
+
+
 def render() -> dict[str, str]:
     """Files under deploy/compose/, by relative path."""
     services: dict[str, Doc] = {**_infra(), **_jobs()}
@@ -211,4 +253,4 @@ def render() -> dict[str, str]:
         "services": services,
         "volumes": {"kafka-data": {}, "postgres-data": {}, "redis-data": {}},
     }
-    return {"compose.yaml": common.dump(compose)}
+    return {"compose.yaml": common.dump(compose), "compose.kraft-quorum.yaml": common.dump(_kraft_quorum())}

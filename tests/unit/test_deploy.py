@@ -452,3 +452,21 @@ def test_the_image_entrypoint_runs_every_process_the_manifests_ask_for(
                     probe = container.get("readinessProbe", {}).get("exec", {}).get("command", [])
                     asked.update(probe[1:2])
     assert asked <= known, asked - known
+
+
+def test_the_compose_kraft_quorum_override_makes_three_voters_and_a_broker_only_kafka() -> None:
+    base = yaml.safe_load((paths.REPO / "deploy/compose/compose.yaml").read_text())["services"]
+    override = yaml.safe_load((paths.REPO / "deploy/compose/compose.kraft-quorum.yaml").read_text())["services"]
+    voters = "1@kafka-controller-1:9093,2@kafka-controller-2:9093,3@kafka-controller-3:9093"
+    controllers = [override[f"kafka-controller-{i}"]["environment"] for i in (1, 2, 3)]
+    assert [(c["KAFKA_NODE_ID"], c["KAFKA_PROCESS_ROLES"]) for c in controllers] == [
+        ("1", "controller"),
+        ("2", "controller"),
+        ("3", "controller"),
+    ]
+    # compose merges an override's environment into the base service's, key by key.
+    broker = {**base["kafka"]["environment"], **override["kafka"]["environment"]}
+    assert broker["KAFKA_PROCESS_ROLES"] == "broker" and broker["KAFKA_NODE_ID"] == "4"
+    assert {c["KAFKA_CONTROLLER_QUORUM_VOTERS"] for c in controllers} == {broker["KAFKA_CONTROLLER_QUORUM_VOTERS"]}
+    assert broker["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters
+    assert "CONTROLLER" not in broker["KAFKA_LISTENERS"] and broker["CLUSTER_ID"] == controllers[0]["CLUSTER_ID"]
