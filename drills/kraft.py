@@ -5,6 +5,7 @@ namespaces of their own (deploy/local/netns.py) and the broker beside them, in t
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -48,13 +49,15 @@ def _until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 def raft_states(log: str) -> list[tuple[str, int]]:
     """The Raft states a controller entered, in order, with their epochs, from the lines
-    its RaftManager logs ("Completed transition to ProspectiveState(epoch=2, ...) from ...")."""
+    its RaftManager logs ("Completed transition to ProspectiveState(epoch=2, ...) from ...",
+    and for a leader "Completed transition to Leader(localVoterNode=..., epoch=5, ...)")."""
     found = []
     for line in log.splitlines():
         _, marker, rest = line.partition("Completed transition to ")
-        if not marker or "State(" not in rest:
+        if not marker or "(" not in rest:
             continue
-        state, _, detail = rest.partition("State(")
+        name, _, detail = rest.partition("(")  # "ProspectiveState(...", but "Leader(..."
+        state = name.removesuffix("State")
         epoch = re.search(r"(?<![A-Za-z])epoch=(\d+)", detail.split(" from ", 1)[0])
         found.append((state, int(epoch.group(1)) if epoch else -1))
     return found
@@ -188,3 +191,93 @@ def partition_leader(d: Drill) -> dict[str, Any]:
             "after the heal the old leader follows the new epoch": old_role == "Follower",
         },
     }
+
+
+SOAK_ROUNDS = 6
+SOAK_CUT_SECONDS = (4.0, 8.0)  # each cut lasts a random time in this range, then a heal of HEAL_SECONDS
+SOAK_HEAL_SECONDS = (3.0, 6.0)
+
+
+def _random_split(rng: random.Random, leader: int, controllers: int) -> tuple[str, netsplit.Split]:
+    """One of the partitions Jepsen's nemeses make, around the current leader."""
+    everyone = [netsplit.HOST, *range(1, controllers + 1)]
+    a, b = [n for n in range(1, controllers + 1) if n != leader][:2]
+    kinds = {
+        "leader alone": netsplit.isolated(leader, everyone),
+        "leader and broker in a minority": netsplit.two_way([leader, netsplit.HOST], [a, b]),
+        "a follower alone": netsplit.isolated(rng.choice([a, b]), everyone),
+        f"bridge: {b} hears {leader} and {a}, who cannot hear each other": netsplit.two_way([leader], [a]),
+        "one-way: the leader's packets lost": netsplit.one_way([leader], [a, b, netsplit.HOST]),
+        "the broker alone": netsplit.isolated(netsplit.HOST, everyone),
+    }
+    kind = rng.choice(sorted(kinds))
+    return kind, kinds[kind]
+
+
+def _leaders_by_epoch(states: dict[int, list[tuple[str, int]]]) -> dict[int, set[int]]:
+    found: dict[int, set[int]] = {}
+    for node, entered in states.items():
+        for state, epoch in entered:
+            if state == "Leader":
+                found.setdefault(epoch, set()).add(node)
+    return found
+
+
+def partition_soak(d: Drill) -> dict[str, Any]:
+    """A Jepsen-style random schedule (seeded) of partitions of the KRaft quorum
+    (KAFKA_CONTROLLERS=3) while rides go on: the leader alone, the leader with the broker in
+    a minority, a follower alone, a bridge, a one-way cut, the broker alone; each cut a few
+    seconds, then healed. Judged from the controllers' own logs: at most one leader per
+    epoch, and no controller's epoch ever went back; and within 30 s of the last heal one
+    leader with every voter following it (else the drill fails)."""
+    controllers = _controllers(d)
+    if controllers < 3:
+        raise DrillError(f"{d.name}: needs the KRaft quorum of `make up KAFKA_CONTROLLERS=3`")
+    rng = random.Random(d.seed)
+    logs = {n: paths.RUN / "logs" / f"kafka-controller-{n}.log" for n in range(1, controllers + 1)}
+    offsets = {n: log.stat().st_size for n, log in logs.items()}
+    d.wait_for_step(rng.choice(STEPS))
+    schedule = []
+    leader = _leader(d, controllers).leader_id
+    for round_number in range(SOAK_ROUNDS):
+        kind, split = _random_split(rng, leader, controllers)
+        with d.window("partition", kind, round=round_number, leader_before=leader):
+            netsplit.apply(split)
+            try:
+                time.sleep(rng.uniform(*SOAK_CUT_SECONDS))  # the schedule's cut length
+            finally:
+                netsplit.clear()
+        time.sleep(rng.uniform(*SOAK_HEAL_SECONDS))  # the schedule's heal length
+        now = _view(controllers)
+        schedule.append({"split": kind, "leader_before": leader, "leader_after": now and now.leader_id})
+        leader = now.leader_id if now is not None and now.leader_id > 0 else leader
+    settled = _until(
+        lambda: (
+            (q := _quorum(controllers)) and sorted(v.role for v in q.voters) == ["Follower", "Follower", "Leader"] and q
+        ),
+        ELECTION_BOUND_SECONDS,
+        "one leader with every voter following after the last heal",
+    )
+    states = {}
+    for node, log in logs.items():
+        with log.open("rb") as f:
+            f.seek(offsets[node])
+            states[node] = raft_states(f.read().decode(errors="replace"))
+    leaders = _leaders_by_epoch(states)
+    rising = {node: all(x[1] <= y[1] for x, y in itertools.pairwise(seen)) for node, seen in states.items()}
+    return {
+        "schedule": schedule,
+        "leaders_by_epoch": {epoch: sorted(nodes) for epoch, nodes in sorted(leaders.items())},
+        "final": {"leader": settled.leader_id, "epoch": settled.leader_epoch},
+        "checks": {
+            "at most one leader per epoch": all(len(nodes) == 1 for nodes in leaders.values()),
+            "no controller's epoch went back": all(rising.values()),
+        },
+    }
+
+
+def _quorum(controllers: int) -> consensus.KRaftQuorum | None:
+    try:
+        return consensus.kraft(controllers)
+    except StackError:
+        return None

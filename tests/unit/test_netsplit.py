@@ -3,6 +3,8 @@ how the KRaft drills read a controller's Raft states from its log (drills/kraft.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from drills import kraft, netsplit
@@ -52,6 +54,7 @@ LOG = """21:04:58.101 [kafka-2-raft-io-thread] INFO org.apache.kafka.raft.Quorum
 21:05:02.900 [kafka-2-raft-io-thread] INFO org.apache.kafka.raft.QuorumState - [RaftManager id=2] Completed transition to UnattachedState(epoch=4, leaderId=OptionalInt.empty, votedKey=Optional.empty) from ProspectiveState(epoch=4)
 21:05:03.500 [kafka-2-raft-io-thread] INFO org.apache.kafka.raft.QuorumState - [RaftManager id=2] Completed transition to ProspectiveState(epoch=4, leaderId=OptionalInt.empty, retries=1) from UnattachedState(epoch=4)
 21:05:09.000 [kafka-2-raft-io-thread] INFO org.apache.kafka.raft.QuorumState - [RaftManager id=2] Completed transition to FollowerState(fetchTimeoutMs=2000, epoch=4, leader=3) from ProspectiveState(epoch=4)
+21:05:20.000 [kafka-2-raft-io-thread] INFO org.apache.kafka.raft.QuorumState - [RaftManager id=2] Completed transition to Leader(localVoterNode=VoterNode(voterKey=ReplicaKey(id=2, directoryId=0irTbyEkzSi7VWPj7wxM8Q), listeners=Endpoints(endpoints={ListenerName(CONTROLLER)=10.77.0.2/<unresolved>:19094})), epoch=5, epochStartOffset=285, highWatermark=Optional.empty) from CandidateState(localId=2, epoch=5)
 21:05:09.001 [quorum-controller-2-event-handler] INFO org.apache.kafka.controller.QuorumController - [QuorumController id=2] In the new epoch 4, the leader is 3.
 """
 
@@ -65,5 +68,36 @@ def test_a_controllers_raft_states_are_read_from_its_log_in_order() -> None:
         ("Unattached", 4),
         ("Prospective", 4),
         ("Follower", 4),
+        ("Leader", 5),  # logged as "Leader(...)", not "LeaderState(...)"
     ]  # "Attempting" lines and other loggers are not transitions
-    assert kraft.condensed(states) == ["Resigned e3", "Unattached e4 x2", "Prospective e4 x2", "Follower e4"]
+    assert kraft.condensed(states) == [
+        "Resigned e3",
+        "Unattached e4 x2",
+        "Prospective e4 x2",
+        "Follower e4",
+        "Leader e5",
+    ]
+
+
+def test_the_soak_draws_every_kind_of_split_around_the_leader() -> None:
+    rng = random.Random(7)
+    drawn = {kraft._random_split(rng, 2, 3)[0].split(":")[0] for _ in range(200)}
+    assert drawn == {
+        "leader alone",
+        "leader and broker in a minority",
+        "a follower alone",
+        "bridge",
+        "one-way",
+        "the broker alone",
+    }
+    kinds = dict(kraft._random_split(random.Random(seed), 2, 3) for seed in range(50))
+    alone = kinds["leader alone"]
+    assert alone == netsplit.isolated(2, [HOST, 1, 2, 3])
+    assert kinds["the broker alone"].senders_to(HOST) == [1, 2, 3]
+
+
+def test_two_leaders_in_one_epoch_are_told_apart_from_one_leader_per_epoch() -> None:
+    one = {1: [("Leader", 3), ("Follower", 4)], 2: [("Follower", 3), ("Leader", 4)]}
+    assert kraft._leaders_by_epoch(one) == {3: {1}, 4: {2}}
+    two = {**one, 3: [("Leader", 4)]}
+    assert kraft._leaders_by_epoch(two)[4] == {2, 3}
