@@ -8,7 +8,8 @@ Packets are matched by both their ports: a connection from an ephemeral port (an
 client's) is cut only if that port is listed, so a drill names the ports both ends use. A
 side whose clients connect from loopback addresses of their own (the driver replicas'
 sidecars: services/runtime/topology.py, member_source) names those too, and then every TCP
-connection from them to a port of the other side is cut, whatever its ephemeral port.
+connection from them to a port of the other side is cut, whatever its ephemeral port; a
+side can be those addresses alone (a sweeper's ZooKeeper client, topology.sweeper_source).
 
 A drill's nemesis runs in a thread of its own: `cutting` works in any thread; `guarded`, in
 the main thread around the whole drill, turns SIGTERM into an exception and removes the
@@ -43,7 +44,10 @@ class Terminated(BaseException):
 
 @dataclass(frozen=True)
 class Cut:
-    """Drops every TCP and UDP packet on loopback between ports in `side` and ports in `others` (both directions)."""
+    """Drops every TCP and UDP packet on loopback between ports in `side` and ports in `others` (both directions).
+
+    A side may be only source addresses (a client that listens nowhere, a sweeper cut off
+    from ZooKeeper): then only its TCP to the other side's ports is cut."""
 
     side: tuple[int, ...]
     others: tuple[int, ...]
@@ -52,9 +56,12 @@ class Cut:
     others_sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name, ports in (("side", self.side), ("others", self.others)):
-            if not ports:
-                raise ValueError(f"cut: {name} has no ports")
+        for name, ports, sources in (
+            ("side", self.side, self.side_sources),
+            ("others", self.others, self.others_sources),
+        ):
+            if not ports and not sources:
+                raise ValueError(f"cut: {name} has no ports and no source addresses")
             outside = [port for port in ports if not 1 <= port <= 65535]
             if outside:
                 raise ValueError(f"cut: {name} has ports outside 1..65535: {outside}")
@@ -68,6 +75,12 @@ class Cut:
         shared = sorted(set(self.side_sources) & set(self.others_sources))
         if shared:
             raise ValueError(f"cut: source addresses on both sides: {shared}")
+        for name, sources, ports in (
+            ("side", self.side_sources, self.others),
+            ("others", self.others_sources, self.side),
+        ):
+            if sources and not ports:
+                raise ValueError(f"cut: {name}'s source addresses have no ports on the other side to be cut from")
 
 
 def _own_loopback(host: str) -> bool:
@@ -93,6 +106,7 @@ def ruleset(cut: Cut, table: str = TABLE) -> str:
         f'        iif "lo" {proto} sport {source} {proto} dport {destination} drop'
         for proto in PROTOCOLS
         for source, destination in ((side, others), (others, side))
+        if cut.side and cut.others
     ]
     for hosts, ports in ((cut.side_sources, others), (cut.others_sources, side)):
         if hosts:

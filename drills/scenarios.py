@@ -18,10 +18,11 @@ from typing import Any
 import grpc
 import psycopg
 import redis
+from kazoo.client import KazooClient
 
 from deploy.envoy import faults as mesh
 from deploy.local import lifecycle
-from drills import cluster, kraft, lock_pause
+from drills import cluster, kraft, lock_pause, partition
 from drills.engine import RECOVERY_LIMIT_SECONDS, STATES, STEPS, TRIP_DB, Drill, DrillError, Scenario
 from drills.history import Event, Fault, locked_out
 from drills.workload import REBOOK_BOUND_SECONDS, Mix
@@ -29,12 +30,14 @@ from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from services.blocks.clocks import Timestamp
 from services.blocks.downstream import BREAKERS_KEY
 from services.driver.participant import RESERVE_LEASE_MS
-from services.runtime.topology import INFRA, SERVICES, service
+from services.runtime.topology import INFRA, SERVICES, SWEEPERS, service, sweeper_source
+from services.trip.sweeper import ELECTION_PATH, SESSION_TIMEOUT_SECONDS
 
 KILLABLE = tuple(s.name for s in SERVICES)  # rider, trip, driver, payment, psp
 ENVOY_FAULT_TARGETS = ("trip", "psp")  # rider->trip and payment->psp calls pass these
 FAULT_SECONDS = 10.0
 PAUSE_PAST_SESSION_SECONDS = 8.0  # the sweepers' ZooKeeper session times out after 4 s
+SPLIT_HOLD_SECONDS = 3.0  # split_brain_sweeper: the cut lasts this long after the new leader's claim
 SKEW_MS = -5000
 BREAKER = "payment->psp"
 BREAKER_LEVEL = {"closed": 0, "half_open": 1, "open": 2}
@@ -282,6 +285,123 @@ def trip_pause_sweeper_change(d: Drill) -> dict[str, Any]:
     }
 
 
+def _claimed_at(epoch: int) -> float:
+    """When (wall clock, from PostgreSQL) the epoch row was claimed by `epoch`, 0 if it was not."""
+    with psycopg.connect(TRIP_DB, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM since) FROM sweeper_epoch WHERE id = 1 AND epoch = %s", (epoch,)
+        ).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def _last_sweep_at(sweeper: str) -> float:
+    with psycopg.connect(TRIP_DB, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM last_run) FROM sweeper_runs WHERE sweeper = %s", (sweeper,)
+        ).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def _candidates(zookeeper: str) -> list[tuple[int, str]]:
+    """(epoch, sweeper) of every sweeper in the election, lowest (the leader) first."""
+    client = KazooClient(hosts=zookeeper, timeout=SESSION_TIMEOUT_SECONDS)
+    client.start(10)
+    try:
+        found = []
+        for node in client.get_children(ELECTION_PATH):
+            data, _ = client.get(f"{ELECTION_PATH}/{node}")
+            found.append((int(node.rsplit("__lock__", 1)[-1]), data.decode()))
+        return sorted(found)
+    finally:
+        client.stop()
+        client.close()
+
+
+def _settled_leader(zookeeper: str) -> tuple[int, str]:
+    """The sweeper leader once both sweepers are in the election, the lower one has claimed
+    its epoch and swept in it: a cut then leaves a successor waiting (not a restart's race)."""
+
+    def settled() -> tuple[int, str] | None:
+        queue = _candidates(zookeeper)
+        if len(queue) != len(SWEEPERS) or _sweeper_leader() != queue[0]:
+            return None
+        return queue[0] if _sweeps(queue[0][1])[0] == queue[0][0] else None
+
+    found: tuple[int, str] = _until(settled, 60, "both sweepers in the election, the leader sweeping")
+    return found
+
+
+def _split_from_zookeeper(d: Drill, variant: str) -> dict[str, Any]:
+    """One variant of split_brain_sweeper: the leader cut off from every ZooKeeper client
+    port (it still reaches PostgreSQL and Kafka) until the other sweeper has claimed a newer
+    epoch and SPLIT_HOLD_SECONDS more; with "stonith" the drill also SIGKILLs it at the cut."""
+    zookeeper = tuple(c.port or 0 for name, c in d.components.items() if name.startswith("zookeeper"))
+    old_epoch, old_leader = _settled_leader(",".join(f"127.0.0.1:{port}" for port in zookeeper))
+    cut = partition.Cut((), zookeeper, side_sources=(sweeper_source(old_leader),))
+    with d.window("partition", old_leader, variant=variant, epoch=old_epoch, cut=repr(cut)), partition.cutting(cut):
+        cut_at = time.time()
+        if variant == "stonith":  # the fencing agent powers the isolated node off before anyone takes over
+            old_pid = d.pid(old_leader)
+            os.kill(old_pid, signal.SIGKILL)
+        runs_at_cut = _sweeps(old_leader)[1]
+        new_epoch = _until(lambda: _sweeper_leader()[0] if _sweeper_leader()[0] > old_epoch else 0, 30, "new leader")
+        claimed = _claimed_at(new_epoch)
+        time.sleep(SPLIT_HOLD_SECONDS)  # the split's length once both believe they lead
+        epoch_now, runs_now = _sweeps(old_leader)
+        swept = runs_now - runs_at_cut if epoch_now == old_epoch else 0
+        refused_while_cut = _refusals(old_leader, old_epoch, cut_at)
+        last_sweep = _last_sweep_at(old_leader)
+    if variant == "stonith":
+        d.wait_healthy(old_leader, old_pid=old_pid)
+    else:  # reconnected, it finds its session expired: a self-fencing leader's goodbye write is refused
+        _eventually(lambda: _refusals(old_leader, old_epoch, cut_at) > refused_while_cut, 15)
+    refused = _refusals(old_leader, old_epoch, cut_at)
+    new_leader = _sweeper_leader()[1] if _sweeper_leader()[0] == new_epoch else "?"
+    return {
+        "old_leader": {"sweeper": old_leader, "epoch": old_epoch},
+        "new_leader": {"sweeper": new_leader, "epoch": new_epoch},
+        "seconds_from_cut_to_new_claim": round(claimed - cut_at, 2),
+        "old_leader_sweeps_after_cut": swept,
+        "old_leader_last_sweep_after_cut_seconds": round(max(0.0, last_sweep - cut_at), 2),
+        "old_leader_writes_refused_while_cut": refused_while_cut,
+        "old_leader_writes_refused": refused,
+        "_stopped_before_the_claim": last_sweep < claimed,
+    }
+
+
+def split_brain_sweeper(d: Drill) -> dict[str, Any]:
+    """Cut the sweeper leader off from ZooKeeper while it still reaches PostgreSQL and Kafka:
+    once its session expires the other sweeper claims a newer epoch, and both believe they
+    lead. Three times, each on the then leader: without self-fencing it sweeps on until the
+    epoch fence refuses it; self-fencing, it stops as soon as its connection is suspended;
+    with STONITH the drill kills it at the cut, and the new leader takes over from a dead node."""
+    found: dict[str, dict[str, Any]] = {}
+    with lifecycle.reconfigured(lambda stack: stack.replace(sweeper_self_fence=False)):  # restarts both sweepers
+        found["without_self_fencing"] = _split_from_zookeeper(d, "without self-fencing")
+    found["self_fencing"] = _split_from_zookeeper(d, "self-fencing")
+    found["stonith"] = _split_from_zookeeper(d, "stonith")
+    without, fencing, stonith = found["without_self_fencing"], found["self_fencing"], found["stonith"]
+    checks = {
+        f"{name}: a new leader with a higher epoch": v["new_leader"]["epoch"] > v["old_leader"]["epoch"]
+        and v["new_leader"]["sweeper"] not in ("?", v["old_leader"]["sweeper"])
+        for name, v in found.items()
+    }
+    checks |= {
+        "without self-fencing: the old leader swept on and its write after the claim was refused": (
+            without["old_leader_writes_refused_while_cut"] >= 1
+        ),
+        "self-fencing: the old leader stopped before the new claim (suspended, at most one sweep in flight)": (
+            fencing.pop("_stopped_before_the_claim") and fencing["old_leader_writes_refused_while_cut"] == 0
+        ),
+        "self-fencing: at most one refused write (on its way out)": fencing["old_leader_writes_refused"] <= 1,
+        "stonith: no stale sweep and no refusal": stonith["old_leader_sweeps_after_cut"] == 0
+        and stonith["old_leader_writes_refused"] == 0,
+    }
+    for v in (without, stonith):
+        v.pop("_stopped_before_the_claim")
+    return {**found, "checks": checks}
+
+
 def riders_give_up(d: Drill) -> dict[str, Any]:
     """Riders send RequestRide once and give up on any error (no retry with the key) while
     trip and rider are SIGKILLed as rides are being requested; each rider who gave up books
@@ -465,6 +585,7 @@ def all_scenarios() -> dict[str, Scenario]:
         trip_pause_sweeper_change,
         mix=Mix(stranded_every=STRANDED_EVERY),
     )
+    add("split-brain-sweeper", split_brain_sweeper.__doc__ or "", split_brain_sweeper, partitions=True)
     add(
         "riders-give-up",
         riders_give_up.__doc__ or "",

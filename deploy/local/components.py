@@ -21,6 +21,7 @@ from services.runtime.topology import (
     ServiceSpec,
     member_address,
     replicas_of,
+    sweeper_source,
     zookeeper_hosts,
     zookeeper_ports,
 )
@@ -225,6 +226,8 @@ def services(run: Path, stack: Stack) -> list[Component]:
             environment={
                 "PYTHONUNBUFFERED": "1",
                 "RIDESAGA_SWEEPER_ID": name,
+                "RIDESAGA_ZOOKEEPER_SOURCE": sweeper_source(name),
+                **({} if stack.sweeper_self_fence else {"RIDESAGA_SWEEPER_SELF_FENCE": "0"}),
                 **zk,
                 **_tracing(stack),
             },

@@ -57,6 +57,7 @@ class Stack:
     trace_sample_ratio: float | None = None  # None: every process's default (1.0)
     quorum: tuple[int, int, int] = (3, 2, 2)  # the driver cluster's replicated positions: N, R, W
     quorum_sloppy: bool = True  # a down replica stood in for (docs/quorum.md)
+    sweeper_self_fence: bool = True  # a sweeper leader stops when its ZooKeeper session is in doubt
 
     def __post_init__(self) -> None:
         if self.zookeeper_nodes not in ZOOKEEPER_SIZES:
@@ -110,6 +111,7 @@ class Stack:
             trace_sample_ratio=raw.get("trace_sample_ratio"),
             quorum=_triple(raw.get("quorum", (3, 2, 2))),
             quorum_sloppy=bool(raw.get("quorum_sloppy", True)),
+            sweeper_self_fence=bool(raw.get("sweeper_self_fence", True)),
         )
 
 

@@ -3,6 +3,7 @@ topology. Every process reads its settings here and nowhere else."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,28 @@ def sweeper_id() -> str:
     """This sweeper's name in the election and in its fenced writes (trip-sweeper-1 in
     the stack); one started by hand is named after its process id."""
     return _env("RIDESAGA_SWEEPER_ID", f"sweeper-{os.getpid()}")
+
+
+def zookeeper_source() -> str | None:
+    """The loopback address this process connects to ZooKeeper from (each sweeper its own:
+    services/runtime/topology.py, sweeper_source); unset, the kernel picks one."""
+    raw = os.environ.get("RIDESAGA_ZOOKEEPER_SOURCE", "")
+    if not raw:
+        return None
+    try:
+        ipaddress.IPv4Address(raw)
+    except ValueError:
+        raise ValueError(f"RIDESAGA_ZOOKEEPER_SOURCE must be an IPv4 address, got {raw!r}") from None
+    return raw
+
+
+def sweeper_self_fence() -> bool:
+    """Whether the sweeper leader stops sweeping as soon as its ZooKeeper connection is
+    suspended (RIDESAGA_SWEEPER_SELF_FENCE=1, the default); 0 leaves it to the epoch fence."""
+    raw = os.environ.get("RIDESAGA_SWEEPER_SELF_FENCE", "1")
+    if raw not in ("0", "1"):
+        raise ValueError(f"RIDESAGA_SWEEPER_SELF_FENCE must be 0 or 1, got {raw!r}")
+    return raw == "1"
 
 
 def clock_skew_ms() -> int:

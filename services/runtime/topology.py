@@ -163,6 +163,13 @@ def member_source(spec: ServiceSpec) -> str:
     return f"127.0.1.{(spec.ingress_port - base.ingress_port) // REPLICA_PORT_STEP + 1}"
 
 
+def sweeper_source(name: str) -> str:
+    """The loopback address a trip sweeper connects to ZooKeeper from (sweeper N: 127.0.2.N),
+    so that a partition can cut one sweeper off from ZooKeeper while it still reaches
+    PostgreSQL and Kafka (drills/scenarios.py, split_brain_sweeper)."""
+    return f"127.0.2.{SWEEPERS.index(name) + 1}"
+
+
 def replica(spec: ServiceSpec, number: int) -> ServiceSpec:
     """Replica `number` (from 1) of a service: its own app and sidecar, every port shifted
     by 100 per replica; replica 1 is the service itself."""

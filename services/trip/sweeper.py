@@ -7,7 +7,10 @@ Two sweepers run; one leads, elected on ZooKeeper (services/blocks/election.py).
 leader's every sweep is a write fenced by its epoch: it succeeds only while no newer
 leader has claimed the epoch row, so a leader that was paused past its session and
 wakes up is refused, records the refusal and steps down. Its StepTimedOut messages carry
-the epoch too, and the orchestrator ignores those older than the current one.
+the epoch too, and the orchestrator ignores those older than the current one. Beside the
+fence, a leader fences itself (RIDESAGA_SWEEPER_SELF_FENCE, on by default): it does not
+sweep while its ZooKeeper connection is suspended, and resigns once its session is lost
+(services/blocks/election.py, leader_act).
 
 Liveness: the epoch is part of each timeout's message id, so a timeout fenced as stale
 never hides the next leader's copy of it; a timeout not yet acted on is sent again every
@@ -21,6 +24,7 @@ import contextlib
 import logging
 import signal
 import time
+from typing import Any
 
 import psycopg
 from opentelemetry import propagate, trace
@@ -28,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ridesaga.saga.v1 import saga_pb2
 from services.blocks.clocks import HybridLogicalClock
-from services.blocks.election import Leadership
+from services.blocks.election import LeaderAct, Leadership, leader_act
 from services.runtime import config, db
 from services.runtime.messages import envelope, outgoing
 from services.runtime.publisher import Publisher
@@ -64,11 +68,19 @@ def timeout_message_id(ride_id: str, state: str, attempt: int, deadline_ms: int,
 
 
 class Sweeper:
-    def __init__(self, pool: AsyncConnectionPool, publisher: Publisher, clock: HybridLogicalClock, name: str) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        publisher: Publisher,
+        clock: HybridLogicalClock,
+        name: str,
+        self_fence: bool = True,
+    ) -> None:
         self.pool = pool
         self.publisher = publisher
         self.clock = clock
         self.name = name
+        self.self_fence = self_fence
         # ride id -> (the deadline, when its timeout was last sent, copies sent for that
         # deadline), for this term only: a new term starts empty.
         self.sent: dict[str, tuple[int, float, int]] = {}
@@ -89,19 +101,30 @@ class Sweeper:
             log.warning("epoch row busy; campaigning again", extra={"fields": {"epoch": epoch}})
             return False
 
+    async def _fence(self, conn: psycopg.AsyncConnection[Any], epoch: int) -> bool:
+        """Whether `epoch` is still the newest claimed, the epoch row share-locked for the
+        rest of the transaction; a refusal is recorded."""
+        # A leader paused inside this transaction would hold its share lock on the
+        # epoch row, and no successor could claim it: PostgreSQL ends the session.
+        await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_SWEEP_SECONDS}s'".encode())
+        row = await (await conn.execute("SELECT epoch FROM sweeper_epoch WHERE id = 1 FOR SHARE")).fetchone()
+        current = int(row[0]) if row else 0
+        if current != epoch:
+            await conn.execute(
+                "INSERT INTO sweeper_rejections (sweeper, epoch, current_epoch) VALUES (%s, %s, %s)",
+                (self.name, epoch, current),
+            )
+        return current == epoch
+
+    async def fence_holds(self, epoch: int) -> bool:
+        """The fenced write without the sweep, made by a leader on its way out."""
+        async with self.pool.connection() as conn, conn.transaction():
+            return await self._fence(conn, epoch)
+
     async def sweep_once(self, epoch: int) -> bool:
         """One fenced sweep; False if a newer leader has taken over (the write was refused)."""
         async with self.pool.connection() as conn, conn.transaction():
-            # A leader paused inside this transaction would hold its share lock on the
-            # epoch row, and no successor could claim it: PostgreSQL ends the session.
-            await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_SWEEP_SECONDS}s'".encode())
-            row = await (await conn.execute("SELECT epoch FROM sweeper_epoch WHERE id = 1 FOR SHARE")).fetchone()
-            current = int(row[0]) if row else 0
-            if current != epoch:
-                await conn.execute(
-                    "INSERT INTO sweeper_rejections (sweeper, epoch, current_epoch) VALUES (%s, %s, %s)",
-                    (self.name, epoch, current),
-                )
+            if not await self._fence(conn, epoch):
                 return False
             await conn.execute(
                 "INSERT INTO sweeper_runs (sweeper, epoch) VALUES (%s, %s) ON CONFLICT (sweeper) DO UPDATE"
@@ -127,24 +150,29 @@ class Sweeper:
         return True
 
     async def lead(self, leadership: Leadership, epoch: int, stopping: asyncio.Event) -> None:
-        """Sweeps while leading. The fenced write comes first in every round: a leader
-        resumed after a pause tries once more, is refused, and steps down."""
+        """Sweeps while leading. Each round's act follows from the connection as read at
+        its start (leader_act); a resigning leader's last act is a fenced write too. So
+        whatever moment a pause ends, the resumed leader's next write is fenced and a
+        newer leader's claim always shows as a refusal (the fault drills count on it),
+        never only as a session this process noticed it had lost."""
         self.sent = {}
         while not stopping.is_set():
-            # Read before the write, acted on after it: whatever moment a pause ends, the
-            # resumed leader's next act is a fenced write, so a newer leader's claim
-            # always shows as a refusal (the fault drills count on it), never only as a
-            # session this process noticed it had lost.
-            session_lost = not leadership.still_leading()
+            act = leader_act(leadership.connection(), self.self_fence)
             try:
-                if not await self.sweep_once(epoch):
+                if act is LeaderAct.RESIGN:
+                    fenced_out = not await self.fence_holds(epoch)
+                    log.warning(
+                        "ZooKeeper session lost; stepping down",
+                        extra={"fields": {"epoch": epoch, "fenced_out": fenced_out}},
+                    )
+                    return
+                if act is LeaderAct.SWEEP and not await self.sweep_once(epoch):
                     log.warning("fenced out by a newer leader; stepping down", extra={"fields": {"epoch": epoch}})
                     return
             except Exception as error:
-                log.warning("sweep failed", extra={"fields": {"error": repr(error)}})
-            if session_lost:
-                log.warning("ZooKeeper session lost; stepping down", extra={"fields": {"epoch": epoch}})
-                return
+                log.warning("sweep failed", extra={"fields": {"error": repr(error), "act": str(act)}})
+                if act is LeaderAct.RESIGN:
+                    return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), SWEEP_INTERVAL_SECONDS)
 
@@ -172,9 +200,11 @@ async def run() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    leadership = Leadership(settings.zookeeper_hosts, ELECTION_PATH, name, SESSION_TIMEOUT_SECONDS)
+    leadership = Leadership(
+        settings.zookeeper_hosts, ELECTION_PATH, name, SESSION_TIMEOUT_SECONDS, config.zookeeper_source()
+    )
     try:
-        await Sweeper(pool, publisher, config.clock(), name).run(leadership, stopping)
+        await Sweeper(pool, publisher, config.clock(), name, config.sweeper_self_fence()).run(leadership, stopping)
     finally:
         publisher.close()
         await pool.close()

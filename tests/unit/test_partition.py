@@ -49,6 +49,19 @@ def test_a_sides_own_source_addresses_cut_its_tcp_to_the_other_sides_ports_both_
     ]
 
 
+def test_a_side_of_source_addresses_alone_cuts_only_their_tcp_to_the_other_sides_ports() -> None:
+    rules = _rules(ruleset(Cut((), (12181, 12182), side_sources=("127.0.2.1",))))
+    assert rules == [
+        'iif "lo" ip saddr { 127.0.2.1 } tcp dport { 12181, 12182 } drop',
+        'iif "lo" ip daddr { 127.0.2.1 } tcp sport { 12181, 12182 } drop',
+    ]
+
+    with pytest.raises(
+        ValueError, match=r"^cut: side's source addresses have no ports on the other side to be cut from$"
+    ):
+        Cut((), (), side_sources=("127.0.2.1",), others_sources=("127.0.2.2",))
+
+
 @pytest.mark.parametrize(
     ("sources", "problem"),
     [
@@ -72,8 +85,8 @@ def test_a_bad_source_address_names_its_problem(sources: dict[str, tuple[str, ..
 @pytest.mark.parametrize(
     ("side", "others", "problem"),
     [
-        ((), (2,), r"^cut: side has no ports$"),
-        ((1,), (), r"^cut: others has no ports$"),
+        ((), (2,), r"^cut: side has no ports and no source addresses$"),
+        ((1,), (), r"^cut: others has no ports and no source addresses$"),
         ((0, 5), (6,), r"^cut: side has ports outside 1\.\.65535: \[0\]$"),
         ((5,), (6, 65536), r"^cut: others has ports outside 1\.\.65535: \[65536\]$"),
         ((5, 7, 8), (8, 9, 7), r"^cut: ports on both sides: \[7, 8\]$"),

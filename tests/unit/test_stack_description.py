@@ -24,6 +24,7 @@ STACKS = st.builds(
     fleet_accept_rate=st.none() | st.floats(0, 1),
     fleet_pace=st.sampled_from([FleetPace(), INSTANT, FleetPace(think_seconds=(0.5, 1.5))]),
     trace_sample_ratio=st.none() | st.floats(0, 1),
+    sweeper_self_fence=st.booleans(),
 )
 
 
@@ -128,6 +129,22 @@ def test_the_processes_get_their_settings_from_the_stack_value(tmp_path: Path) -
     assert all(found[name]["RIDESAGA_TRACE_SAMPLE_RATIO"] == "0.0" for name in ("trip", "fleet", "trip-sweeper-1"))
     replicated = {c.name for c in components.all_components(tmp_path, Stack(replicas=(("payment", 2),)))}
     assert {"payment-2", "payment-2-envoy"} <= replicated
+
+
+def test_each_sweeper_connects_to_zookeeper_from_its_own_address_and_self_fences_unless_told(
+    tmp_path: Path,
+) -> None:
+    found = {c.name: c.environment for c in components.all_components(tmp_path, Stack())}
+    assert [found[name]["RIDESAGA_ZOOKEEPER_SOURCE"] for name in ("trip-sweeper-1", "trip-sweeper-2")] == [
+        "127.0.2.1",
+        "127.0.2.2",
+    ]
+    assert "RIDESAGA_SWEEPER_SELF_FENCE" not in found["trip-sweeper-1"], "on by default (config.py)"
+    off = Stack(sweeper_self_fence=False)
+    assert Stack.from_json(off.to_json()) == off, "kept in stack.json"
+    found = {c.name: c.environment for c in components.all_components(tmp_path, off)}
+    assert found["trip-sweeper-1"]["RIDESAGA_SWEEPER_SELF_FENCE"] == "0"
+    assert found["trip-sweeper-2"]["RIDESAGA_SWEEPER_SELF_FENCE"] == "0"
 
 
 def test_drivers_sizes_the_driver_cluster_beside_the_other_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
