@@ -47,15 +47,23 @@ class Cut:
     """Drops every TCP and UDP packet on loopback between ports in `side` and ports in `others` (both directions).
 
     A side may be only source addresses (a client that listens nowhere, a sweeper cut off
-    from ZooKeeper): then only its TCP to the other side's ports is cut."""
+    from ZooKeeper): then only its TCP to the other side's ports is cut. `isolate` cuts
+    the side's ports from everyone (whatever their ports), for a party whose clients
+    cannot be told apart on loopback: `isolate((psp's ingress,))` cuts payment, its only
+    caller, off from the card processor."""
 
     side: tuple[int, ...]
     others: tuple[int, ...]
     # Loopback addresses (not 127.0.0.1) each side's clients connect from.
     side_sources: tuple[str, ...] = ()
     others_sources: tuple[str, ...] = ()
+    isolated: bool = False  # `others` is everyone: made by isolate()
 
     def __post_init__(self) -> None:
+        if self.isolated:
+            if not self.side or self.others or self.side_sources or self.others_sources:
+                raise ValueError("cut: an isolation has ports on its side and nothing else")
+            return
         for name, ports, sources in (
             ("side", self.side, self.side_sources),
             ("others", self.others, self.others_sources),
@@ -83,6 +91,11 @@ class Cut:
                 raise ValueError(f"cut: {name}'s source addresses have no ports on the other side to be cut from")
 
 
+def isolate(ports: tuple[int, ...]) -> Cut:
+    """Every TCP and UDP packet on loopback to or from these ports dropped."""
+    return Cut(ports, (), isolated=True)
+
+
 def _own_loopback(host: str) -> bool:
     try:
         address = ipaddress.ip_address(host)
@@ -102,6 +115,9 @@ def _set(ports: tuple[int, ...]) -> str:
 def ruleset(cut: Cut, table: str = TABLE) -> str:
     """The nft script that makes the cut: one table, one chain, a rule per protocol and direction."""
     side, others = _set(cut.side), _set(cut.others)
+    if cut.isolated:
+        rules = [f'        iif "lo" {proto} {end} {side} drop' for proto in PROTOCOLS for end in ("sport", "dport")]
+        return _table(table, rules)
     rules = [
         f'        iif "lo" {proto} sport {source} {proto} dport {destination} drop'
         for proto in PROTOCOLS
@@ -112,6 +128,10 @@ def ruleset(cut: Cut, table: str = TABLE) -> str:
         if hosts:
             rules.append(f'        iif "lo" ip saddr {_hosts(hosts)} tcp dport {ports} drop')
             rules.append(f'        iif "lo" ip daddr {_hosts(hosts)} tcp sport {ports} drop')
+    return _table(table, rules)
+
+
+def _table(table: str, rules: list[str]) -> str:
     # Every loopback packet passes both the output hook (oif lo) and the input hook (iif lo),
     # so one chain on input sees both directions. Input, not output: a drop on output makes
     # the kernel return EPERM to the sender's send() at once, which no lost packet does; a

@@ -36,6 +36,9 @@ from services.trip.sweeper import ELECTION_PATH, SESSION_TIMEOUT_SECONDS
 KILLABLE = tuple(s.name for s in SERVICES)  # rider, trip, driver, payment, psp
 ENVOY_FAULT_TARGETS = ("trip", "psp")  # rider->trip and payment->psp calls pass these
 FAULT_SECONDS = 10.0
+# payment's breaker opens after 5 failed calls of its window; black-holed, each fails only
+# at its 5 s deadline, one at a time: 25 s, and a margin.
+PSP_CUT_SECONDS = 35.0
 PAUSE_PAST_SESSION_SECONDS = 8.0  # the sweepers' ZooKeeper session times out after 4 s
 SPLIT_HOLD_SECONDS = 3.0  # split_brain_sweeper: the cut lasts this long after the new leader's claim
 SKEW_MS = -5000
@@ -447,37 +450,71 @@ def _psp_outage(on: bool) -> None:
         psp_pb2_grpc.PspServiceStub(channel).SetFaults(psp_pb2.Faults(outage=on), timeout=5)
 
 
+class _BreakerSamples:
+    """payment->psp's breaker as payment publishes it, sampled over a drill."""
+
+    def __init__(self, d: Drill) -> None:
+        self.d = d
+        self.client = redis.Redis(host="127.0.0.1", port=INFRA.redis, decode_responses=True)
+        self.points: list[tuple[float, int]] = []
+        self.seen: set[str] = set()
+
+    def sample(self) -> str:
+        raw = self.client.hget(BREAKERS_KEY, BREAKER)
+        state = str(json.loads(str(raw))["state"]) if raw else "closed"
+        self.points.append((round(self.d.now(), 2), BREAKER_LEVEL[state]))
+        self.seen.add(state)
+        return state
+
+    def during(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            self.sample()
+            time.sleep(0.25)  # the breaker's sampling period
+
+    def findings(self, fault: str, started: float) -> dict[str, Any]:
+        opened = "open" in self.seen
+        first_open = next((t for t, level in self.points if level == BREAKER_LEVEL["open"]), None)
+        closed = _until(lambda: self.sample() == "closed", 60, f"closed breaker after the {fault}")
+        self.client.close()
+        return {
+            "breaker_opened": opened,
+            "seconds_from_the_fault_to_open": None if first_open is None else round(first_open - started, 2),
+            "breaker_closed_after_recovery": bool(closed),
+            "checks": {f"breaker opened during the {fault}": opened, f"breaker closed after the {fault}": bool(closed)},
+            "_series": {"payment->psp breaker": {"points": self.points, "ticks": ["closed", "half-open", "open"]}},
+        }
+
+
 def psp_outage(d: Drill) -> dict[str, Any]:
     """The card processor fails every call for a while: payment's breaker opens and rides
     fail fast (cancelled, no hold left); it half-opens and closes once the psp is back."""
-    client = redis.Redis(host="127.0.0.1", port=INFRA.redis, decode_responses=True)
-    samples: list[tuple[float, int]] = []
-
-    def sample() -> str:
-        raw = client.hget(BREAKERS_KEY, BREAKER)
-        state = str(json.loads(str(raw))["state"]) if raw else "closed"
-        samples.append((round(d.now(), 2), BREAKER_LEVEL[state]))
-        return state
-
+    breaker = _BreakerSamples(d)
     d.wait_for_step("MATCHING")
-    seen: set[str] = set()
-    with d.window("outage", "psp"):
+    with d.window("outage", "psp") as fault:
         try:
             _psp_outage(True)
-            until = time.monotonic() + FAULT_SECONDS + 2
-            while time.monotonic() < until:
-                seen.add(sample())
-                time.sleep(0.25)  # the breaker's sampling period
+            breaker.during(FAULT_SECONDS + 2)
         finally:
             _psp_outage(False)
-    closed = _until(lambda: sample() == "closed", 60, "closed breaker after the outage")
-    client.close()
-    return {
-        "breaker_opened": "open" in seen,
-        "breaker_closed_after_recovery": bool(closed),
-        "checks": {"breaker opened during the outage": "open" in seen, "breaker closed after it": bool(closed)},
-        "_series": {"payment->psp breaker": {"points": samples, "ticks": ["closed", "half-open", "open"]}},
-    }
+    return breaker.findings("outage", fault.start)
+
+
+def partition_payment_from_psp(d: Drill) -> dict[str, Any]:
+    """A network partition between payment and the card processor: every packet to or from
+    the psp's public port is dropped silently (payment is its only caller), so each call
+    hangs until its 5 s deadline instead of failing fast, and payment's participant, which
+    handles its commands one at a time, sends one call per 5 s. The count-based breaker
+    needs 5 failed calls to open, 25 s of black hole, where a fast-failing outage opens it
+    in about a second (psp-outage): the cut lasts PSP_CUT_SECONDS. Rides waiting on an
+    authorization stall and are re-sent; after the heal the breaker half-opens and
+    closes and the saga goes on."""
+    breaker = _BreakerSamples(d)
+    d.wait_for_step("MATCHING")
+    cut = partition.isolate((service("psp").ingress_port,))
+    with d.window("partition", "payment | psp", port=service("psp").ingress_port) as fault, partition.cutting(cut):
+        breaker.during(PSP_CUT_SECONDS)
+    return breaker.findings("partition", fault.start)
 
 
 def _inversions(keys: list[Any]) -> int:
@@ -578,6 +615,7 @@ def all_scenarios() -> dict[str, Scenario]:
     add("kill-zk-leader", kill_zk_leader.__doc__ or "", kill_zk_leader)
     add("kill-kraft-leader", kraft.kill_leader.__doc__ or "", kraft.kill_leader)
     add("partition-kraft-leader", kraft.partition_leader.__doc__ or "", kraft.partition_leader, partitions=True)
+    add("kraft-partition-soak", kraft.partition_soak.__doc__ or "", kraft.partition_soak, partitions=True)
     add("leader-pause", leader_pause.__doc__ or "", leader_pause)
     add(
         "trip-pause-sweeper-change",
@@ -596,6 +634,12 @@ def all_scenarios() -> dict[str, Scenario]:
     add("envoy-delay", f"delay every call into {' and '.join(ENVOY_FAULT_TARGETS)} by 800 ms", envoy_faults("delay"))
     add("envoy-abort", f"abort 30 % of calls into {' and '.join(ENVOY_FAULT_TARGETS)}", envoy_faults("abort"))
     add("psp-outage", psp_outage.__doc__ or "", psp_outage)
+    add(
+        "partition-payment-from-psp",
+        partition_payment_from_psp.__doc__ or "",
+        partition_payment_from_psp,
+        partitions=True,
+    )
     add("clock-skew", clock_skew.__doc__ or "", clock_skew)
     add("lock-pause", lock_pauses.__doc__ or "", lock_pauses)
     add("nemesis", nemesis_mix.__doc__ or "", nemesis_mix, rides=60)

@@ -164,8 +164,8 @@ CATALOGUE: tuple[Lab, ...] = (
         ("drills/cluster.py", "drills/partition.py", "services/driver/fenced_reservations.py"),
         "Both sides of a split believe they are right: the storage's fence, not the views, must decide.",
         "runnable",
-        "packet-level cuts split the driver cluster (loopback ports) and Kafka's KRaft quorum (network"
-        " namespaces, partition-kraft-leader); ZooKeeper is not yet cut",
+        "packet-level cuts split the driver cluster (loopback ports), Kafka's KRaft quorum (network"
+        " namespaces, partition-kraft-leader) and the sweeper leader from ZooKeeper (split-brain-sweeper)",
     ),
     Lab(
         "quorum-systems",
@@ -265,12 +265,13 @@ CATALOGUE: tuple[Lab, ...] = (
         "prevent-split-brain",
         "question",
         "How do you prevent split brain?",
-        "ridectl drill run leader-pause",
-        "the resumed old leader's sweep refused (stale_writes_refused >= 1) while the new one leads at a higher epoch",
-        ("services/trip/sweeper.py", "services/blocks/election.py"),
+        "ridectl drill run split-brain-sweeper",
+        "the sweeper leader cut off from ZooKeeper: without self-fencing 9 stale sweeps and its late write"
+        " refused by the epoch; self-fenced, none after suspension; STONITH, 0 and 0",
+        ("services/blocks/election.py", "services/trip/sweeper.py", "drills/scenarios.py"),
         "A quorum keeps two leaders from being elected, not a deposed one from acting: fence it too.",
         "runnable",
-        "prevention runs (majority election plus epoch fencing); a real network partition is not drilled",
+        "a real cut of the leader from ZooKeeper, with the three defences side by side (docs/consensus.md)",
     ),
     Lab(
         "lock-vs-optimistic",

@@ -28,7 +28,7 @@ TESTED_ELSEWHERE = {
     "fencing-lock": "tests/e2e/test_drills.py (lock-pause)",
     "half-open-breaker": "make drill (psp-outage); tests/e2e/test_resilience.py",
     "zookeeper-election": "tests/e2e/test_drills.py (leader-pause)",
-    "prevent-split-brain": "tests/e2e/test_drills.py (leader-pause)",
+    "prevent-split-brain": "make drill (split-brain-sweeper, in the drill suite)",
     "lock-vs-optimistic": "tests/e2e/test_drills.py (lock-pause)",
     "split-brain": "make drill (partition-driver-replica, in the drill suite, DRIVERS=3)",
     "quorum-systems": "tests/quorum/test_quorum_drill.py (ridectl quorum drill's run, both faults)",

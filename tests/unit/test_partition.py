@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drills.partition import TABLE, Cut, PartitionError, active, ruleset
+from drills.partition import TABLE, Cut, PartitionError, active, isolate, ruleset
 
 CUT = Cut(side=(24102, 24101), others=(24111,))
 
@@ -79,7 +79,7 @@ def test_a_side_of_source_addresses_alone_cuts_only_their_tcp_to_the_other_sides
 )
 def test_a_bad_source_address_names_its_problem(sources: dict[str, tuple[str, ...]], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
-        Cut((1,), (2,), **sources)
+        Cut((1,), (2,), sources.get("side_sources", ()), sources.get("others_sources", ()))
 
 
 @pytest.mark.parametrize(
@@ -117,3 +117,18 @@ def test_no_nft_says_what_installs_it(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(PartitionError, match=r"^nft not found: deploy/local/bootstrap\.py installs nftables$"):
         active()
+
+
+def test_an_isolation_drops_everything_to_and_from_its_ports_and_nothing_else() -> None:
+    script = ruleset(isolate((7005,)))
+    rules = [line.strip() for line in script.splitlines() if line.strip().endswith("drop")]
+    assert rules == [
+        'iif "lo" tcp sport { 7005 } drop',
+        'iif "lo" tcp dport { 7005 } drop',
+        'iif "lo" udp sport { 7005 } drop',
+        'iif "lo" udp dport { 7005 } drop',
+    ]
+    with pytest.raises(ValueError, match="an isolation has ports on its side and nothing else"):
+        Cut((7005,), (7004,), isolated=True)
+    with pytest.raises(ValueError, match="an isolation has ports on its side and nothing else"):
+        Cut((), (), isolated=True)
