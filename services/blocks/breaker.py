@@ -53,9 +53,15 @@ class CircuitBreaker:
     _probe_results: list[bool] = field(default_factory=list)
     _probes_out: deque[float] = field(default_factory=deque)  # when each probe in flight went out
     _abandoned_since: float | None = None  # the first probe given back since the last verdict
+    # Bumped by every change of state. A call's verdict counts only in the generation that
+    # let it through: a call from before a change (let through while closed, answering in
+    # half-open) is neither a probe nor a verdict on one, so the probes counted out and in
+    # always match and half-open cannot wedge with every probe slot taken and none out.
+    generation: int = 0
 
     def _move(self, new: State, now: float) -> None:
         old, self.state = self.state, new
+        self.generation += 1
         self._calls.clear()
         self._probes_started = 0
         self._probe_results.clear()
@@ -92,7 +98,9 @@ class CircuitBreaker:
 
     def allow(self, now: float) -> bool:
         """Whether a call may go out now; a refused call must fail fast, uncalled. A
-        call let through must end in `record` or `abandon`."""
+        call let through must end in `record` or `abandon`, with the `generation` read
+        right after this returned True (None: the current one, for a caller that knows
+        nothing changed meanwhile)."""
         self._advance(now)
         if self.state == State.OPEN:
             return False
@@ -116,7 +124,7 @@ class CircuitBreaker:
             return hung - now if hung is not None else self.config.open_seconds
         return 0.0
 
-    def abandon(self, now: float) -> None:
+    def abandon(self, now: float, generation: int | None = None) -> None:
         """A call that `allow` let through ended with no answer from the downstream: its
         caller was cancelled (a deadline), or it failed on this side. In half-open its
         probe is given back, so the next call probes; elsewhere it is forgotten.
@@ -127,15 +135,19 @@ class CircuitBreaker:
         every probe until its caller gives up is still caught: no verdict within
         `half_open_max_seconds` of the first probe given back opens the breaker again."""
         self._advance(now)
+        if generation not in (None, self.generation):
+            return  # let through before the last change: no probe of this half-open
         if self.state == State.HALF_OPEN and self._probes_out:
             self._probes_started -= 1
             started = self._probes_out.popleft()
             if self._abandoned_since is None:
                 self._abandoned_since = started
 
-    def record(self, failed: bool, seconds: float, now: float) -> None:
+    def record(self, failed: bool, seconds: float, now: float, generation: int | None = None) -> None:
         """The outcome of a call that `allow` let through. `failed` means the downstream
         failed (unavailable, timed out, internal error), not a business refusal."""
+        if generation not in (None, self.generation) or self.state == State.OPEN:
+            return  # let through before the last change: it says nothing about this state
         slow = seconds >= self.config.slow_call_seconds
         if self.state == State.HALF_OPEN:
             if self._probes_out:
@@ -147,8 +159,6 @@ class CircuitBreaker:
             elif len(self._probe_results) >= self.config.half_open_probes:
                 self._move(State.CLOSED, now)
             return
-        if self.state == State.OPEN:
-            return  # a call let through before the breaker opened
         self._calls.append((failed, slow))
         if len(self._calls) > self.config.window:
             self._calls.popleft()

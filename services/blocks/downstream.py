@@ -118,6 +118,7 @@ class Downstream:
                 self.slots.release()
                 self.refused += 1
                 raise Unavailable(self.name, "circuit breaker open", self.breaker.retry_after(now), attempt > 0)
+            generation = self.breaker.generation
             try:
                 self.attempts += 1
                 started = time.monotonic()
@@ -125,7 +126,7 @@ class Downstream:
                     reply = await method(request, timeout=max(0.001, deadline - started))
                 except grpc.aio.AioRpcError as error:
                     ended = time.monotonic()
-                    self.breaker.record(error.code() in FAILURES, ended - started, ended)
+                    self.breaker.record(error.code() in FAILURES, ended - started, ended, generation)
                     if not idempotent or error.code() not in RETRY_NOW_CODES:
                         raise
                     wait = next_wait(attempt, self.backoff, self.rng, ended, deadline)
@@ -135,11 +136,11 @@ class Downstream:
                     # No answer from the downstream: the caller was cancelled (its
                     # deadline ended its task) or the call failed on this side. No
                     # verdict on the downstream's health, but a probe must be given back.
-                    self.breaker.abandon(time.monotonic())
+                    self.breaker.abandon(time.monotonic(), generation)
                     raise
                 else:
                     ended = time.monotonic()
-                    self.breaker.record(False, ended - started, ended)
+                    self.breaker.record(False, ended - started, ended, generation)
                     return reply
             finally:
                 self.slots.release()

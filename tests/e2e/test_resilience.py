@@ -20,6 +20,7 @@ from ridesaga.psp.v1 import psp_pb2, psp_pb2_grpc
 from ridesaga.rider.v1 import rider_pb2_grpc
 from services.blocks.downstream import BREAKERS_KEY
 from services.runtime.topology import INFRA
+from services.trip.saga import TERMINAL
 from tests.e2e.rides import Booking, book, channel, create_rider, settle
 from tests.support import db_rows, ridectl, sidecar_channel, wait_for
 
@@ -47,10 +48,24 @@ def _attempts(ride_ids: list[str]) -> dict[str, int]:
     return {ride: counts.get(f"{ride}:authorize", 0) for ride in ride_ids}
 
 
+# How long a ride may stay live once the psp is healthy again: a re-sent command waits at
+# most its step's timeout plus MAX_RESEND_EXTRA_MS (services/trip/saga.py), and a refused
+# re-send (the breaker still half-open, every probe out) waits for the next one.
+LIVENESS_BOUND_SECONDS = 180.0
+
+
+def _live_rides() -> int:
+    rows = db_rows("trip", "SELECT count(*) FROM rides WHERE NOT (state = ANY(%s))", ([s.value for s in TERMINAL],))
+    return int(rows[0][0])
+
+
 @pytest.fixture(autouse=True)
 def healthy_psp_afterwards() -> Iterator[None]:
+    """After each test the psp is healthy again, and every ride of it has ended within the
+    liveness bound, so the next test's check judges its own rides, not this one's tail."""
     yield
     _set_faults()
+    wait_for(lambda: _live_rides() == 0, LIVENESS_BOUND_SECONDS, "every ride to end once the psp is healthy")
 
 
 async def _rides(n: int, card: str = "") -> list[Booking]:
@@ -135,7 +150,10 @@ def test_a_half_failing_psp_gets_retries_only_within_the_budget() -> None:
     _set_faults(error_rate=0.5)
     bookings = asyncio.run(_book(20))
     # While the psp fails half its calls, every ride's authorization is decided.
-    wait_for(lambda: _decided([b.ride_id for b in bookings]), 120, "every authorization to be decided", interval=1.0)
+    # Each wave of re-sent authorizations meets a breaker that lets 2 probes through and
+    # refuses the rest, which wait for their next, later re-send: deciding all 20 can take
+    # several waves.
+    wait_for(lambda: _decided([b.ride_id for b in bookings]), 240, "every authorization to be decided", interval=1.0)
     after = _breaker()
     _set_faults()
     rides = asyncio.run(_settle_all(bookings))

@@ -154,6 +154,24 @@ def test_probes_given_back_until_the_wait_ends_open_it_again() -> None:
     assert not breaker.allow(8.0) and breaker.snapshot()["state"] == "open"  # 3 s after the probe of 5.0
 
 
+def test_a_call_from_before_half_open_is_no_verdict_on_a_probe() -> None:
+    # A call let through while closed answers only once the breaker has half-opened: its
+    # success says nothing about the probes, and must not close the breaker for them.
+    breaker, changes = _breaker()
+    assert breaker.allow(0.0)
+    early = breaker.generation
+    for _ in range(5):
+        breaker.record(failed=True, seconds=0.1, now=0.1)
+    assert breaker.allow(5.1) and breaker.allow(5.2)  # both probes out
+    probes = breaker.generation
+    breaker.record(False, 0.1, 5.3, early)
+    breaker.record(False, 0.1, 5.4, early)
+    assert breaker.state == State.HALF_OPEN and not breaker.allow(5.5)
+    breaker.record(False, 0.1, 5.6, probes)
+    breaker.record(False, 0.1, 5.7, probes)
+    assert changes[-1] == (State.HALF_OPEN, State.CLOSED)
+
+
 # A random history of calls: each step waits a little (or past the open or half-open
 # wait), then lets a call through if the breaker allows, or settles one of the calls in
 # flight: reply, failure, slow reply, or abandoned (cancelled, or not an RPC error).
@@ -173,20 +191,21 @@ def test_retry_after_is_never_zero_while_calls_are_refused_and_waiting_always_en
     steps: list[tuple[float, str]],
 ) -> None:
     breaker, _ = _breaker()
-    now, in_flight = 0.0, 0
+    now, in_flight = 0.0, []  # the generation each call in flight was let through in
     for gap, step in steps:
         now += gap
         if step == "call":
             wait = breaker.retry_after(now)
             allowed = breaker.allow(now)
             assert allowed or wait > 0.0
-            in_flight += allowed
-        elif in_flight > 0:
-            in_flight -= 1
+            if allowed:
+                in_flight.append(breaker.generation)
+        elif in_flight:
+            generation = in_flight.pop(0)
             if step == "abandoned":
-                breaker.abandon(now)
+                breaker.abandon(now, generation)
             else:
-                breaker.record(failed=step == "failed", seconds=1.5 if step == "slow" else 0.1, now=now)
+                breaker.record(step == "failed", 1.5 if step == "slow" else 0.1, now, generation)
     # Whatever is still in flight never comes back: no history wedges the breaker.
     assert breaker.allow(now + CONFIG.half_open_max_seconds + CONFIG.open_seconds)
 
